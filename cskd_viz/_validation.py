@@ -1,0 +1,83 @@
+"""Input checks shared by losses and diagnostics: clear errors instead of NaNs that travel on."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+Temperature = float | Tensor
+
+
+def check_logits(logits: Tensor, name: str) -> None:
+    """Raise if ``logits`` is not a finite, floating ``(B, C)`` tensor with ``B, C >= 1``."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (B, C), got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {logits.dtype}")
+    if logits.dim() != 2:
+        raise ValueError(f"{name} must be 2-D (B, C), got shape {tuple(logits.shape)}")
+    if logits.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch: shape {tuple(logits.shape)}, need B >= 1")
+    if logits.shape[1] == 0:
+        raise ValueError(f"{name} has no classes: shape {tuple(logits.shape)}, need C >= 1")
+    if not bool(torch.isfinite(logits).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
+    """Validate both logit tensors and that their shapes agree."""
+    check_logits(student_logits, "student_logits")
+    check_logits(teacher_logits, "teacher_logits")
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            "student_logits and teacher_logits must have the same shape, got "
+            f"{tuple(student_logits.shape)} and {tuple(teacher_logits.shape)}"
+        )
+
+
+def check_scalar(value: float, name: str, *, positive: bool = True) -> float:
+    """Return ``value`` as a float after checking it is a finite real (and ``> 0`` if asked)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def check_temperature(temperature: Temperature, batch_size: int, name: str = "temperature") -> Temperature:
+    """Validate a float temperature or a ``(B,)`` tensor of per-sample temperatures."""
+    if isinstance(temperature, Tensor):
+        if temperature.dim() == 0:
+            return check_scalar(float(temperature), name)
+        if temperature.dim() != 1 or temperature.shape[0] != batch_size:
+            raise ValueError(
+                f"{name} must be a float or a ({batch_size},) tensor (one per sample), "
+                f"got shape {tuple(temperature.shape)}"
+            )
+        if not temperature.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {temperature.dtype}")
+        if not bool(torch.isfinite(temperature).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+        if not bool((temperature > 0).all()):
+            raise ValueError(f"{name} must be > 0 everywhere, got min {float(temperature.min())}")
+        return temperature
+    return check_scalar(temperature, name)
+
+
+def check_temperature_range(t_low: float, t_high: float) -> tuple[float, float]:
+    """Validate the CSWT range ``0 < t_low <= t_high``."""
+    t_low = check_scalar(t_low, "t_low")
+    t_high = check_scalar(t_high, "t_high")
+    if t_low > t_high:
+        raise ValueError(f"t_low must be <= t_high, got t_low={t_low} and t_high={t_high}")
+    return t_low, t_high
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 stays float64; everything else (fp16, bf16, fp32) is computed in float32."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32

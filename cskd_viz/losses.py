@@ -1,0 +1,348 @@
+"""The distillation losses as pure functions on logits.
+
+Shapes: logits are ``(B, C)`` (batch, classes). ``P = softmax(z / T)`` row-wise, where ``T`` is a
+float or a ``(B,)`` tensor of per-sample temperatures (row ``i`` of both student and teacher uses
+``T[i]``).
+
+CSKD (Ham et al., "Cosine Similarity Knowledge Distillation for Individual Class Information
+Transfer", arXiv:2311.14307) compares *batch predictions*, the columns ``P[:, j]``, by cosine
+similarity, and re-weights the temperature per sample by the student-teacher similarity (CSWT).
+
+Numerics: every cosine is computed on vectors rescaled so their largest entry is 1, in log space
+(``exp(log P - max log P)``). Cosine is scale invariant, so this is exact, and a column whose
+probabilities are all ~1e-30 keeps its direction instead of underflowing to zero. No ``eps`` is
+added to norms. float64 inputs are computed in float64; fp16/bf16/fp32 in float32.
+
+Every function validates its input and raises ``ValueError``/``TypeError`` naming the argument.
+With ``group`` (a ``torch.distributed`` process group) the batch-level quantities are computed on
+the *global* batch of all ranks; see :mod:`cskd_viz.distributed`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cskd_viz._validation import (
+    Temperature,
+    check_pair,
+    check_scalar,
+    check_temperature,
+    check_temperature_range,
+    compute_dtype,
+)
+
+__all__ = [
+    "kd_loss",
+    "batch_cosine_distance",
+    "cswt_temperatures",
+    "cskd_loss",
+    "dist_loss",
+    "exact_cosine",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _as_compute(student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+    dtype = compute_dtype(student_logits, teacher_logits)
+    return student_logits.to(dtype), teacher_logits.to(dtype)
+
+
+def _scaled_logits(logits: Tensor, temperature: Temperature) -> Tensor:
+    if isinstance(temperature, Tensor):
+        return logits / temperature.to(logits.dtype).unsqueeze(1)
+    return logits / temperature
+
+
+def _directions(log_probs: Tensor, dim: int, group: Any = None) -> Tensor:
+    """``exp(log_probs - max)`` along ``dim``: each vector rescaled so its largest entry is 1.
+
+    The maximum is detached: cosine is invariant to a positive scale, so the gradient through
+    it is exactly zero and skipping it is both exact and cheaper. Under ``group`` the column
+    maximum is the global one, so all ranks share the same scale per column.
+    """
+    peak = log_probs.detach().amax(dim=dim, keepdim=True)
+    if group is not None:
+        from cskd_viz.distributed import all_reduce_max
+
+        peak = all_reduce_max(peak, group)
+    return torch.exp(log_probs - peak)
+
+
+def _cosine_of_directions(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    """Cosine of vectors whose largest entry is 1 (so norms are >= 1: no zero division)."""
+    return (a * b).sum(dim) / (torch.linalg.vector_norm(a, dim=dim) * torch.linalg.vector_norm(b, dim=dim))
+
+
+def exact_cosine(a: Tensor, b: Tensor, dim: int = 0) -> Tensor:
+    """Cosine similarity along ``dim`` that stays exact for vectors of tiny norm.
+
+    Each vector is divided by its largest absolute entry before normalising (no ``eps``), so a
+    vector of norm 1e-20 keeps its direction. Two all-zero vectors have cosine 1 (they agree);
+    an all-zero vector against a non-zero one has cosine 0.
+
+    Args:
+        a, b: tensors of the same shape, e.g. probability matrices ``(B, C)``.
+        dim: the dimension holding the vector entries (0: columns, 1: rows).
+
+    Returns:
+        The cosines, with ``dim`` removed (``(C,)`` for ``(B, C)`` inputs and ``dim=0``).
+
+    Example:
+        >>> p = torch.tensor([[1e-30, 0.5], [3e-30, 0.5]])
+        >>> q = torch.tensor([[2e-30, 0.1], [6e-30, 0.9]])
+        >>> exact_cosine(p, q).tolist()[0]
+        1.0
+    """
+    scale_a = a.detach().abs().amax(dim=dim, keepdim=True)
+    scale_b = b.detach().abs().amax(dim=dim, keepdim=True)
+    zero_a, zero_b = scale_a == 0, scale_b == 0
+    a = a / torch.where(zero_a, torch.ones_like(scale_a), scale_a)
+    b = b / torch.where(zero_b, torch.ones_like(scale_b), scale_b)
+    norms = torch.linalg.vector_norm(a, dim=dim) * torch.linalg.vector_norm(b, dim=dim)
+    either_zero = (zero_a | zero_b).squeeze(dim)
+    cosine = (a * b).sum(dim) / torch.where(either_zero, torch.ones_like(norms), norms)
+    both_zero = (zero_a & zero_b).squeeze(dim)
+    return torch.where(both_zero, torch.ones_like(cosine), torch.where(either_zero, torch.zeros_like(cosine), cosine))
+
+
+def _per_class_cosine(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature, group: Any = None
+) -> Tensor:
+    """``c_j = cos(P_s[:, j], P_t[:, j])``, ``(C,)``, on validated compute-dtype logits."""
+    log_s = F.log_softmax(_scaled_logits(student_logits, temperature), dim=1)
+    log_t = F.log_softmax(_scaled_logits(teacher_logits, temperature), dim=1)
+    dir_s, dir_t = _directions(log_s, 0, group), _directions(log_t, 0, group)
+    if group is not None:
+        from cskd_viz.distributed import gather_rows
+
+        dir_s, dir_t = gather_rows(dir_s, group), gather_rows(dir_t, group)
+    return _cosine_of_directions(dir_s, dir_t, 0)
+
+
+def _per_sample_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
+    """``s_i = cos(P_s[i], P_t[i])``, ``(B,)``, on validated compute-dtype logits."""
+    log_s = F.log_softmax(_scaled_logits(student_logits, temperature), dim=1)
+    log_t = F.log_softmax(_scaled_logits(teacher_logits, temperature), dim=1)
+    return _cosine_of_directions(_directions(log_s, 1), _directions(log_t, 1), 1)
+
+
+def _cswt_from_cosines(cosines: Tensor, t_low: float, t_high: float, group: Any = None) -> Tensor:
+    """Map per-sample cosines ``(B,)`` to temperatures in ``[t_low, t_high]`` (midpoint if no spread)."""
+    s_max, s_min = cosines.max(), cosines.min()
+    if group is not None:
+        from cskd_viz.distributed import all_reduce_max
+
+        s_max = all_reduce_max(s_max, group)
+        s_min = -all_reduce_max(-s_min, group)
+    spread = s_max - s_min
+    has_spread = spread > 0
+    # torch.where instead of an `if` keeps this free of a device sync.
+    fraction = ((s_max - cosines) / torch.where(has_spread, spread, torch.ones_like(spread))).clamp(0.0, 1.0)
+    return t_low + (t_high - t_low) * torch.where(has_spread, fraction, torch.full_like(fraction, 0.5))
+
+
+# ----------------------------------------------------------------------------- public losses
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature = 4.0) -> Tensor:
+    """Hinton's KD loss, equal to mdistiller's ``kd_loss``.
+
+    ``L_kd = T^2 * mean_i KL(P_t[i] || P_s[i])`` with ``P = softmax(z / T)``. Hinton, Vinyals,
+    Dean, "Distilling the Knowledge in a Neural Network", arXiv:1503.02531. With a ``(B,)``
+    temperature, each sample uses its own ``T_i`` and the factor is ``mean_i T_i^2 KL_i``.
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits.
+        temperature: float ``> 0`` or a ``(B,)`` tensor of per-sample temperatures.
+
+    Returns:
+        A scalar tensor (float32, or float64 for float64 inputs).
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0, -1.0]])
+        >>> float(kd_loss(z, z))
+        0.0
+    """
+    check_pair(student_logits, teacher_logits)
+    temperature = check_temperature(temperature, student_logits.shape[0])
+    student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    log_s = F.log_softmax(_scaled_logits(student_logits, temperature), dim=1)
+    log_t = F.log_softmax(_scaled_logits(teacher_logits, temperature), dim=1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1)
+    if isinstance(temperature, Tensor):
+        return (temperature.to(kl.dtype) ** 2 * kl).mean()
+    return temperature**2 * kl.mean()
+
+
+def batch_cosine_distance(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature, *, group: Any = None
+) -> Tensor:
+    """CSKD's batch cosine distance ``d(T) = 1 - mean_j cos(P_s[:, j], P_t[:, j])``.
+
+    The cosine is taken over *batch predictions*: column ``j`` holds class ``j``'s probability
+    for every sample of the batch (arXiv:2311.14307, Eq. for ``L_cs``). ``0 <= d <= 1`` because
+    probabilities are non-negative.
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits.
+        temperature: float ``> 0`` or a ``(B,)`` tensor (row ``i`` uses ``T[i]``).
+        group: optional ``torch.distributed`` process group: compute ``d`` on the global batch.
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+        >>> z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+        >>> float(batch_cosine_distance(z, z, 4.0))
+        0.0
+    """
+    check_pair(student_logits, teacher_logits)
+    temperature = check_temperature(temperature, student_logits.shape[0])
+    student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    return 1.0 - _per_class_cosine(student_logits, teacher_logits, temperature, group).mean()
+
+
+def cswt_temperatures(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    t_low: float = 2.0,
+    t_high: float = 6.0,
+    *,
+    group: Any = None,
+) -> Tensor:
+    """Cosine-similarity-weighted temperatures (CSWT), one per sample, without gradient.
+
+    ``s_i = cos(softmax(z_s[i]), softmax(z_t[i]))`` at ``T = 1``, then
+    ``T_i = t_low + (t_high - t_low) * (max(s) - s_i) / (max(s) - min(s))``: the sample on which
+    student and teacher agree most gets ``t_low``, the least similar ``t_high``. When all
+    ``s_i`` are equal (or ``B = 1``) every ``T_i = (t_low + t_high) / 2``.
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits.
+        t_low: lowest temperature, ``0 < t_low <= t_high``.
+        t_high: highest temperature.
+        group: optional process group: ``max(s)``/``min(s)`` over the global batch.
+
+    Returns:
+        ``(B,)`` tensor of temperatures (a stop-gradient).
+
+    Example:
+        >>> s = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
+        >>> t = torch.tensor([[3.0, 0.0], [3.0, 0.0]])
+        >>> cswt_temperatures(s, t).tolist()
+        [2.0, 6.0]
+    """
+    check_pair(student_logits, teacher_logits)
+    t_low, t_high = check_temperature_range(t_low, t_high)
+    student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    with torch.no_grad():
+        cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach(), 1.0)
+        return _cswt_from_cosines(cosines, t_low, t_high, group)
+
+
+def cskd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    t_low: float = 2.0,
+    t_high: float = 6.0,
+    cswt: bool = True,
+    *,
+    group: Any = None,
+) -> Tensor:
+    """The CSKD loss ``T^2 d(T) + mean(T_i)^2 d(T_i)`` (second term only with ``cswt=True``).
+
+    ``d`` is :func:`batch_cosine_distance` and ``T_i`` are :func:`cswt_temperatures`, a
+    stop-gradient. Ham et al., arXiv:2311.14307.
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits.
+        temperature: the fixed temperature ``T > 0`` of the first term.
+        t_low: lowest CSWT temperature.
+        t_high: highest CSWT temperature.
+        cswt: add the cosine-similarity-weighted-temperature term.
+        group: optional process group: compute the loss on the global batch (the DDP-averaged
+            gradient then equals the single-process gradient on the concatenated batch).
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+        >>> z = torch.randn(8, 5)
+        >>> float(cskd_loss(z, z))
+        0.0
+    """
+    check_pair(student_logits, teacher_logits)
+    temperature = check_scalar(temperature, "temperature")
+    t_low, t_high = check_temperature_range(t_low, t_high)
+    if not isinstance(cswt, bool):
+        raise TypeError(f"cswt must be a bool, got {type(cswt).__name__}")
+    student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    loss = temperature**2 * (1.0 - _per_class_cosine(student_logits, teacher_logits, temperature, group).mean())
+    if cswt:
+        with torch.no_grad():
+            cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach(), 1.0)
+            temperatures = _cswt_from_cosines(cosines, t_low, t_high, group)
+            mean_t = temperatures.mean()
+            if group is not None:
+                from cskd_viz.distributed import all_reduce_mean
+
+                mean_t = all_reduce_mean(mean_t, group)
+        d_cswt = 1.0 - _per_class_cosine(student_logits, teacher_logits, temperatures, group).mean()
+        loss = loss + mean_t**2 * d_cswt
+    return loss
+
+
+def dist_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    temperature: float = 4.0,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+) -> Tensor:
+    """DIST: inter-class plus intra-class Pearson-correlation relation.
+
+    Huang et al., "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022
+    (arXiv:2205.10536). With ``P = softmax(z / T)`` and ``rho`` the Pearson correlation:
+    ``L = T^2 (beta * (1 - mean_i rho(P_s[i], P_t[i])) + gamma * (1 - mean_j rho(P_s[:, j], P_t[:, j])))``.
+    The intra-class term is the *centred* cousin of CSKD's batch cosine distance. Correlations use
+    :func:`exact_cosine` of the centred vectors (no ``eps``), so a constant vector against a
+    constant vector counts as perfectly correlated.
+
+    Args:
+        student_logits: ``(B, C)`` student logits.
+        teacher_logits: ``(B, C)`` teacher logits.
+        temperature: ``T > 0``.
+        beta: weight of the inter-class (row) term, ``>= 0``.
+        gamma: weight of the intra-class (column) term, ``>= 0``.
+
+    Returns:
+        A scalar tensor.
+
+    Example:
+        >>> z = torch.randn(6, 4)
+        >>> abs(float(dist_loss(z, z))) < 1e-6
+        True
+    """
+    check_pair(student_logits, teacher_logits)
+    temperature = check_scalar(temperature, "temperature")
+    beta = check_scalar(beta, "beta", positive=False)
+    gamma = check_scalar(gamma, "gamma", positive=False)
+    if beta < 0 or gamma < 0:
+        raise ValueError(f"beta and gamma must be >= 0, got beta={beta} and gamma={gamma}")
+    student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    inter = 1.0 - exact_cosine(p_s - p_s.mean(1, keepdim=True), p_t - p_t.mean(1, keepdim=True), dim=1).mean()
+    intra = 1.0 - exact_cosine(p_s - p_s.mean(0, keepdim=True), p_t - p_t.mean(0, keepdim=True), dim=0).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
