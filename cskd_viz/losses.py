@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cskd_viz._fused import weighted_batch_cosine_distance
 from cskd_viz._validation import (
     Temperature,
     check_pair,
@@ -59,18 +60,13 @@ def _scaled_logits(logits: Tensor, temperature: Temperature) -> Tensor:
     return logits / temperature
 
 
-def _directions(log_probs: Tensor, dim: int, group: Any = None) -> Tensor:
+def _directions(log_probs: Tensor, dim: int) -> Tensor:
     """``exp(log_probs - max)`` along ``dim``: each vector rescaled so its largest entry is 1.
 
     The maximum is detached: cosine is invariant to a positive scale, so the gradient through
-    it is exactly zero and skipping it is both exact and cheaper. Under ``group`` the column
-    maximum is the global one, so all ranks share the same scale per column.
+    it is exactly zero and skipping it is both exact and cheaper.
     """
     peak = log_probs.detach().amax(dim=dim, keepdim=True)
-    if group is not None:
-        from cskd_viz.distributed import all_reduce_max
-
-        peak = all_reduce_max(peak, group)
     return torch.exp(log_probs - peak)
 
 
@@ -111,35 +107,36 @@ def exact_cosine(a: Tensor, b: Tensor, dim: int = 0) -> Tensor:
     return torch.where(both_zero, torch.ones_like(cosine), torch.where(either_zero, torch.zeros_like(cosine), cosine))
 
 
-def _per_class_cosine(
-    student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature, group: Any = None
-) -> Tensor:
+def _per_class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
     """``c_j = cos(P_s[:, j], P_t[:, j])``, ``(C,)``, on validated compute-dtype logits."""
     log_s = F.log_softmax(_scaled_logits(student_logits, temperature), dim=1)
     log_t = F.log_softmax(_scaled_logits(teacher_logits, temperature), dim=1)
-    dir_s, dir_t = _directions(log_s, 0, group), _directions(log_t, 0, group)
-    if group is not None:
-        from cskd_viz.distributed import gather_rows
-
-        dir_s, dir_t = gather_rows(dir_s, group), gather_rows(dir_t, group)
-    return _cosine_of_directions(dir_s, dir_t, 0)
+    return _cosine_of_directions(_directions(log_s, 0), _directions(log_t, 0), 0)
 
 
-def _per_sample_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
-    """``s_i = cos(P_s[i], P_t[i])``, ``(B,)``, on validated compute-dtype logits."""
-    log_s = F.log_softmax(_scaled_logits(student_logits, temperature), dim=1)
-    log_t = F.log_softmax(_scaled_logits(teacher_logits, temperature), dim=1)
-    return _cosine_of_directions(_directions(log_s, 1), _directions(log_t, 1), 1)
+def _per_sample_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature = 1.0) -> Tensor:
+    """``s_i = cos(P_s[i], P_t[i])``, ``(B,)``, on validated compute-dtype logits.
+
+    A softmax row has its largest entry ``>= 1/C``, so its norm cannot underflow and rows can be
+    normalised directly (no log-space rescaling needed, unlike the columns).
+    """
+    p_s = F.normalize(torch.softmax(_scaled_logits(student_logits, temperature), dim=1), dim=1)
+    p_t = F.normalize(torch.softmax(_scaled_logits(teacher_logits, temperature), dim=1), dim=1)
+    return (p_s * p_t).sum(1).clamp(0.0, 1.0)
 
 
-def _cswt_from_cosines(cosines: Tensor, t_low: float, t_high: float, group: Any = None) -> Tensor:
+def _stack_temperatures(temperatures: list[Temperature], like: Tensor) -> Tensor:
+    """Floats and ``(B,)`` tensors -> one ``(K, B, 1)`` (or ``(K, 1, 1)``) tensor for the fused kernel."""
+    if all(not isinstance(t, Tensor) for t in temperatures):
+        return like.new_tensor(temperatures).view(-1, 1, 1)
+    batch = like.shape[0]
+    rows = [t.to(like.dtype) if isinstance(t, Tensor) else like.new_full((batch,), t) for t in temperatures]
+    return torch.stack(rows).detach().unsqueeze(2)
+
+
+def _cswt_from_cosines(cosines: Tensor, t_low: float, t_high: float) -> Tensor:
     """Map per-sample cosines ``(B,)`` to temperatures in ``[t_low, t_high]`` (midpoint if no spread)."""
     s_max, s_min = cosines.max(), cosines.min()
-    if group is not None:
-        from cskd_viz.distributed import all_reduce_max
-
-        s_max = all_reduce_max(s_max, group)
-        s_min = -all_reduce_max(-s_min, group)
     spread = s_max - s_min
     has_spread = spread > 0
     # torch.where instead of an `if` keeps this free of a device sync.
@@ -207,7 +204,14 @@ def batch_cosine_distance(
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature, student_logits.shape[0])
     student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
-    return 1.0 - _per_class_cosine(student_logits, teacher_logits, temperature, group).mean()
+    if group is not None:  # one all-gather, then the single-process computation on the global batch
+        from cskd_viz.distributed import gather_batch
+
+        student_logits, teacher_logits, temperature = gather_batch(
+            student_logits, teacher_logits, temperature, group=group
+        )
+    stacked = _stack_temperatures([temperature], student_logits)
+    return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, stacked.new_ones(1))
 
 
 def cswt_temperatures(
@@ -245,8 +249,12 @@ def cswt_temperatures(
     t_low, t_high = check_temperature_range(t_low, t_high)
     student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
     with torch.no_grad():
-        cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach(), 1.0)
-        return _cswt_from_cosines(cosines, t_low, t_high, group)
+        cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach())
+        if group is None:
+            return _cswt_from_cosines(cosines, t_low, t_high)
+        from cskd_viz.distributed import gather_rows, local_rows
+
+        return local_rows(_cswt_from_cosines(gather_rows(cosines, group), t_low, t_high), group)
 
 
 def cskd_loss(
@@ -288,19 +296,19 @@ def cskd_loss(
     if not isinstance(cswt, bool):
         raise TypeError(f"cswt must be a bool, got {type(cswt).__name__}")
     student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
-    loss = temperature**2 * (1.0 - _per_class_cosine(student_logits, teacher_logits, temperature, group).mean())
-    if cswt:
-        with torch.no_grad():
-            cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach(), 1.0)
-            temperatures = _cswt_from_cosines(cosines, t_low, t_high, group)
-            mean_t = temperatures.mean()
-            if group is not None:
-                from cskd_viz.distributed import all_reduce_mean
+    if group is not None:  # one all-gather, then the single-process computation on the global batch
+        from cskd_viz.distributed import gather_batch
 
-                mean_t = all_reduce_mean(mean_t, group)
-        d_cswt = 1.0 - _per_class_cosine(student_logits, teacher_logits, temperatures, group).mean()
-        loss = loss + mean_t**2 * d_cswt
-    return loss
+        student_logits, teacher_logits = gather_batch(student_logits, teacher_logits, group=group)
+    if not cswt:
+        stacked = _stack_temperatures([temperature], student_logits)
+        return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, stacked.new_full((1,), temperature**2))
+    with torch.no_grad():
+        cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach())
+        temperatures = _cswt_from_cosines(cosines, t_low, t_high)
+        stacked = _stack_temperatures([temperature, temperatures], student_logits)
+        weights = torch.stack([stacked.new_tensor(temperature**2), temperatures.mean() ** 2])
+    return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, weights)
 
 
 def dist_loss(
