@@ -92,9 +92,32 @@ def exact_cosine(a: Tensor, b: Tensor, dim: int = 0) -> Tensor:
     Example:
         >>> p = torch.tensor([[1e-30, 0.5], [3e-30, 0.5]])
         >>> q = torch.tensor([[2e-30, 0.1], [6e-30, 0.9]])
-        >>> exact_cosine(p, q).tolist()[0]
+        >>> round(exact_cosine(p, q).tolist()[0], 6)
         1.0
     """
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+        if x.dim() == 0:
+            raise ValueError(f"{name} must have at least one dimension, got a 0-d tensor")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    if not -a.dim() <= dim < a.dim():
+        raise ValueError(f"dim must be in [{-a.dim()}, {a.dim() - 1}] for {a.dim()}-D inputs, got {dim}")
+    if a.shape[dim] == 0:
+        raise ValueError(f"a has no entries along dim {dim}: shape {tuple(a.shape)}")
+    for name, x in (("a", a), ("b", b)):
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or infinite values")
+    return _exact_cosine(a, b, dim)
+
+
+def _exact_cosine(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    """:func:`exact_cosine` without the input checks (for validated tensors)."""
     scale_a = a.detach().abs().amax(dim=dim, keepdim=True)
     scale_b = b.detach().abs().amax(dim=dim, keepdim=True)
     zero_a, zero_b = scale_a == 0, scale_b == 0
@@ -135,13 +158,19 @@ def _stack_temperatures(temperatures: list[Temperature], like: Tensor) -> Tensor
 
 
 def _cswt_from_cosines(cosines: Tensor, t_low: float, t_high: float) -> Tensor:
-    """Map per-sample cosines ``(B,)`` to temperatures in ``[t_low, t_high]`` (midpoint if no spread)."""
+    """Map per-sample cosines ``(B,)`` to temperatures in ``[t_low, t_high]`` (midpoint if no spread).
+
+    A spread within rounding noise (``64 eps`` of the dtype, e.g. identical student and teacher
+    rows whose cosines differ only in the last bits) counts as no spread: otherwise the noise
+    alone would send samples to ``t_low``/``t_high`` and depend on the summation order.
+    """
     s_max, s_min = cosines.max(), cosines.min()
     spread = s_max - s_min
-    has_spread = spread > 0
+    has_spread = spread > 64 * torch.finfo(cosines.dtype).eps
     # torch.where instead of an `if` keeps this free of a device sync.
     fraction = ((s_max - cosines) / torch.where(has_spread, spread, torch.ones_like(spread))).clamp(0.0, 1.0)
-    return t_low + (t_high - t_low) * torch.where(has_spread, fraction, torch.full_like(fraction, 0.5))
+    temperatures = t_low + (t_high - t_low) * torch.where(has_spread, fraction, torch.full_like(fraction, 0.5))
+    return temperatures.clamp(t_low, t_high)  # float32 rounding can overshoot t_high by an ulp
 
 
 # ----------------------------------------------------------------------------- public losses
@@ -252,9 +281,10 @@ def cswt_temperatures(
         cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach())
         if group is None:
             return _cswt_from_cosines(cosines, t_low, t_high)
-        from cskd_viz.distributed import gather_rows, local_rows
+        from cskd_viz.distributed import gather_batch, local_rows
 
-        return local_rows(_cswt_from_cosines(gather_rows(cosines, group), t_low, t_high), group)
+        (all_cosines,) = gather_batch(cosines, group=group)
+        return local_rows(_cswt_from_cosines(all_cosines, t_low, t_high), group)
 
 
 def cskd_loss(
@@ -349,8 +379,13 @@ def dist_loss(
     if beta < 0 or gamma < 0:
         raise ValueError(f"beta and gamma must be >= 0, got beta={beta} and gamma={gamma}")
     student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
-    p_s = F.softmax(student_logits / temperature, dim=1)
-    p_t = F.softmax(teacher_logits / temperature, dim=1)
-    inter = 1.0 - exact_cosine(p_s - p_s.mean(1, keepdim=True), p_t - p_t.mean(1, keepdim=True), dim=1).mean()
-    intra = 1.0 - exact_cosine(p_s - p_s.mean(0, keepdim=True), p_t - p_t.mean(0, keepdim=True), dim=0).mean()
+    log_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    p_s, p_t = log_s.exp(), log_t.exp()
+    inter = 1.0 - _exact_cosine(p_s - p_s.mean(1, keepdim=True), p_t - p_t.mean(1, keepdim=True), dim=1).mean()
+    # Columns as directions (rescaled to max 1 in log space; Pearson is scale invariant): a rarely
+    # predicted class keeps its correlation, and the backward never forms 1/|column| (which
+    # overflows float32 for columns of norm ~1e-40 and turned the gradient into NaN).
+    u_s, u_t = _directions(log_s, 0), _directions(log_t, 0)
+    intra = 1.0 - _exact_cosine(u_s - u_s.mean(0, keepdim=True), u_t - u_t.mean(0, keepdim=True), dim=0).mean()
     return temperature**2 * (beta * inter + gamma * intra)
