@@ -34,7 +34,9 @@ def run(shapes=SHAPES, repeats: int = 9) -> list[Comparison]:
         for label, fn in candidates.items():
             ours, base = alternate(_step(fn, student, teacher), kd, repeats=repeats, inner=inner)
             target = "<= 2.5x" if "CSWT on" in label else "-"
-            results.append(Comparison(f"{label} vs kd_loss, fwd+bwd, B={batch} C={classes}", label, "kd_loss", ours, base, target))
+            results.append(
+                Comparison(f"{label} vs kd_loss, fwd+bwd, B={batch} C={classes}", label, "kd_loss", ours, base, target)
+            )
     return results
 
 

@@ -41,6 +41,13 @@ class _WeightedBatchCosineDistance(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
+        if torch.is_grad_enabled():
+            # create_graph=True: the closed form below records no graph, so second derivatives
+            # would silently come out as 0. Refuse instead.
+            raise RuntimeError(
+                "batch_cosine_distance/cskd_loss use a fused backward that is differentiable once; "
+                "double backward (create_graph=True) is not supported"
+            )
         log_s, u, log_t, v, norm_u, norm_v, cosine, temperatures, weights = ctx.saved_tensors
         coef = (-grad * weights / cosine.shape[1]).view(-1, 1, 1)
         grads = []

@@ -8,7 +8,8 @@ accumulators (e.g. from two workers) exactly.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -136,7 +137,7 @@ def prediction_entropy(logits: Tensor, temperature: Temperature = 1.0) -> Tensor
     temperature = check_temperature(temperature, logits.shape[0])
     logits = logits.detach().to(compute_dtype(logits))
     log_p = F.log_softmax(losses._scaled_logits(logits, temperature), dim=1)
-    return -(log_p.exp() * log_p).sum(1).clamp_min(0.0)
+    return (-(log_p.exp() * log_p).sum(1)).clamp_min(0.0)
 
 
 class KLvsCosine:
@@ -155,7 +156,7 @@ class KLvsCosine:
         >>> z = torch.randn(8, 5)
         >>> frame = KLvsCosine(z, z).frame(scales=[1.0, 2.0], shifts=[0.0])
         >>> sorted(frame.columns)[:3]
-        ['amount', 'cosine_distance', 'kd_loss']
+        ['amount', 'cosine_distance', 'cskd_loss']
     """
 
     def __init__(self, student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> None:
@@ -216,7 +217,10 @@ class PerClassCosineAccumulator:
     """Epoch-level per-class cosine of batch predictions, built batch by batch.
 
     Keeps three float64 sums per class, ``sum P_s*P_t``, ``sum P_s^2``, ``sum P_t^2`` over every
-    sample seen, so ``compute()`` is the cosine between the *whole epoch's* probability columns:
+    sample seen, each column rescaled by its running maximum (kept in log space, ``log_scale_s``,
+    ``log_scale_t``) so that a rarely predicted class (probabilities ~1e-200, whose squares
+    underflow float64) keeps its exact direction. ``compute()`` is the cosine between the *whole
+    epoch's* probability columns:
     exactly ``per_class_cosine`` on all the logits at once (up to float64 rounding). That is not
     the mean of per-batch cosines, which ``compute_batch_mean()`` returns instead. Memory is
     ``O(C)``, independent of the number of steps.
@@ -233,7 +237,9 @@ class PerClassCosineAccumulator:
     """
 
     def __init__(self, num_classes: int, temperature: float = 4.0) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+            raise TypeError(f"num_classes must be a positive int, got {type(num_classes).__name__}")
+        if num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
         self.temperature = check_scalar(temperature, "temperature")
@@ -243,6 +249,8 @@ class PerClassCosineAccumulator:
         self.dot = torch.zeros(self.num_classes, dtype=torch.float64)
         self.student_sq = torch.zeros(self.num_classes, dtype=torch.float64)
         self.teacher_sq = torch.zeros(self.num_classes, dtype=torch.float64)
+        self.log_scale_s = torch.full((self.num_classes,), -torch.inf, dtype=torch.float64)
+        self.log_scale_t = torch.full((self.num_classes,), -torch.inf, dtype=torch.float64)
         self.batch_cosine_sum = torch.zeros(self.num_classes, dtype=torch.float64)
         self.batches = 0
         self.samples = 0
@@ -257,21 +265,43 @@ class PerClassCosineAccumulator:
             )
         s = student_logits.detach().to("cpu", torch.float64)
         t = teacher_logits.detach().to("cpu", torch.float64)
-        p_s = F.softmax(s / self.temperature, dim=1)
-        p_t = F.softmax(t / self.temperature, dim=1)
-        self.dot += (p_s * p_t).sum(0)
-        self.student_sq += (p_s * p_s).sum(0)
-        self.teacher_sq += (p_t * p_t).sum(0)
+        log_s = F.log_softmax(s / self.temperature, dim=1)
+        log_t = F.log_softmax(t / self.temperature, dim=1)
+        scale_s = torch.maximum(self.log_scale_s, log_s.amax(0))
+        scale_t = torch.maximum(self.log_scale_t, log_t.amax(0))
+        self._rescale(scale_s, scale_t)
+        u, v = torch.exp(log_s - scale_s), torch.exp(log_t - scale_t)
+        self.dot += (u * v).sum(0)
+        self.student_sq += (u * u).sum(0)
+        self.teacher_sq += (v * v).sum(0)
         self.batch_cosine_sum += losses._per_class_cosine(s, t, self.temperature)
         self.batches += 1
         self.samples += s.shape[0]
 
+    def _rescale(self, scale_s: Tensor, scale_t: Tensor) -> None:
+        """Express the sums relative to new (larger or equal) column scales."""
+        if self.samples:  # before the first update the scales are -inf and the sums 0
+            factor_s, factor_t = torch.exp(self.log_scale_s - scale_s), torch.exp(self.log_scale_t - scale_t)
+            self.dot *= factor_s * factor_t
+            self.student_sq *= factor_s * factor_s
+            self.teacher_sq *= factor_t * factor_t
+        self.log_scale_s, self.log_scale_t = scale_s, scale_t
+
     def merge(self, other: PerClassCosineAccumulator) -> None:
         """Add another accumulator's sums (same ``num_classes`` and ``temperature``)."""
+        if not isinstance(other, PerClassCosineAccumulator):
+            raise TypeError(f"other must be a PerClassCosineAccumulator, got {type(other).__name__}")
         if (other.num_classes, other.temperature) != (self.num_classes, self.temperature):
             raise ValueError("can only merge accumulators with the same num_classes and temperature")
-        for name in ("dot", "student_sq", "teacher_sq", "batch_cosine_sum"):
-            getattr(self, name).add_(getattr(other, name))
+        if other.samples:
+            scale_s = torch.maximum(self.log_scale_s, other.log_scale_s)
+            scale_t = torch.maximum(self.log_scale_t, other.log_scale_t)
+            self._rescale(scale_s, scale_t)
+            factor_s, factor_t = torch.exp(other.log_scale_s - scale_s), torch.exp(other.log_scale_t - scale_t)
+            self.dot += other.dot * factor_s * factor_t
+            self.student_sq += other.student_sq * factor_s * factor_s
+            self.teacher_sq += other.teacher_sq * factor_t * factor_t
+        self.batch_cosine_sum += other.batch_cosine_sum
         self.batches += other.batches
         self.samples += other.samples
 
@@ -306,7 +336,9 @@ class TemperatureStatsAccumulator:
 
     def __init__(self, t_low: float = 2.0, t_high: float = 6.0, bins: int = 20) -> None:
         self.t_low, self.t_high = check_temperature_range(t_low, t_high)
-        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        if isinstance(bins, bool) or not isinstance(bins, int):
+            raise TypeError(f"bins must be a positive int, got {type(bins).__name__}")
+        if bins < 1:
             raise ValueError(f"bins must be a positive int, got {bins!r}")
         self.bins = bins
         self.reset()
@@ -326,13 +358,14 @@ class TemperatureStatsAccumulator:
     @torch.no_grad()
     def update(self, temperatures: Tensor) -> None:
         """Add a ``(B,)`` tensor of temperatures."""
-        if not isinstance(temperatures, Tensor) or temperatures.dim() != 1:
-            raise ValueError("temperatures must be a 1-D tensor (B,)")
-        t = temperatures.detach().to("cpu", torch.float64)
-        if t.numel() == 0:
+        if not isinstance(temperatures, Tensor):
+            raise TypeError(f"temperatures must be a torch.Tensor (B,), got {type(temperatures).__name__}")
+        if temperatures.dim() != 1:
+            raise ValueError(f"temperatures must be 1-D (B,), got shape {tuple(temperatures.shape)}")
+        if temperatures.numel() == 0:
             return
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError("temperatures contains NaN or infinite values")
+        check_temperature(temperatures, temperatures.shape[0], "temperatures")
+        t = temperatures.detach().to("cpu", torch.float64)
         self.count += t.numel()
         self.total += float(t.sum())
         self.total_sq += float((t * t).sum())
@@ -346,6 +379,8 @@ class TemperatureStatsAccumulator:
         self.histogram += torch.bincount(index, minlength=self.bins)
 
     def merge(self, other: TemperatureStatsAccumulator) -> None:
+        if not isinstance(other, TemperatureStatsAccumulator):
+            raise TypeError(f"other must be a TemperatureStatsAccumulator, got {type(other).__name__}")
         if (other.t_low, other.t_high, other.bins) != (self.t_low, self.t_high, self.bins):
             raise ValueError("can only merge accumulators with the same t_low, t_high and bins")
         self.count += other.count
@@ -399,6 +434,10 @@ class AgreementAccumulator:
         self.samples += pred_s.numel()
         self.agree += int((pred_s == pred_t).sum())
         if targets is not None:
+            if not isinstance(targets, Tensor):
+                raise TypeError(f"targets must be a torch.Tensor of class indices, got {type(targets).__name__}")
+            if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+                raise TypeError(f"targets must have an integer dtype (class indices), got {targets.dtype}")
             if targets.shape != pred_s.shape:
                 raise ValueError(f"targets must have shape {tuple(pred_s.shape)}, got {tuple(targets.shape)}")
             targets = targets.to(pred_s.device)
@@ -407,6 +446,8 @@ class AgreementAccumulator:
             self.teacher_correct += int((pred_t == targets).sum())
 
     def merge(self, other: AgreementAccumulator) -> None:
+        if not isinstance(other, AgreementAccumulator):
+            raise TypeError(f"other must be an AgreementAccumulator, got {type(other).__name__}")
         for name in ("samples", "agree", "labelled", "student_correct", "teacher_correct"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 

@@ -332,7 +332,9 @@ def cskd_loss(
         student_logits, teacher_logits = gather_batch(student_logits, teacher_logits, group=group)
     if not cswt:
         stacked = _stack_temperatures([temperature], student_logits)
-        return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, stacked.new_full((1,), temperature**2))
+        return weighted_batch_cosine_distance(
+            student_logits, teacher_logits, stacked, stacked.new_full((1,), temperature**2)
+        )
     with torch.no_grad():
         cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach())
         temperatures = _cswt_from_cosines(cosines, t_low, t_high)

@@ -1,0 +1,251 @@
+"""RunLog: schema, atomic writes, loading (and clear errors), list_runs, compare_runs, stack_runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from cskd_viz import runs
+from cskd_viz.runs import (
+    FRAMES,
+    EvalRecord,
+    RunLog,
+    RunLogError,
+    StepRecord,
+    compare_runs,
+    list_runs,
+    load_run,
+    stack_runs,
+)
+
+
+def _step(step: int, epoch: int = 0, cswt: bool = True) -> StepRecord:
+    metrics = {
+        "loss": 2.0 / step,
+        "loss_ce": 1.0 / step,
+        "loss_cskd": 1.0 / step,
+        "train_accuracy": 0.5,
+        "agreement": 0.75,
+        "mean_temperature": 4.0 if cswt else math.nan,
+        "cosine_distance": 0.1,
+        "lr": 0.05,
+        "elapsed_s": 0.01 * step,
+    }
+    stats = dict(q05=2.1, q25=3.0, q50=4.0, q75=5.0, q95=5.9, mean=4.0, min=2.0, max=6.0) if cswt else None
+    hist = [(2.0, 4.0, 3), (4.0, 6.0, 5)] if cswt else None
+    return StepRecord(step, epoch, metrics, [0.9, 0.8, 0.7], stats, hist)
+
+
+def _eval(epoch: int, step: int, accuracy: float) -> EvalRecord:
+    metrics = dict(accuracy=accuracy, agreement=0.9, loss=0.3, cosine_distance=0.05, teacher_accuracy=0.97)
+    return EvalRecord(epoch, step, metrics)
+
+
+def _filled(path=None, name="run-a", method="cskd_cswt", accuracies=(0.8, 0.9)) -> RunLog:
+    log = RunLog({"name": name, "method": method, "dataset": "digits", "t_low": 2.0}, path=path)
+    for epoch, accuracy in enumerate(accuracies):
+        for step in (epoch * 10 + 1, epoch * 10 + 10):
+            log.log_step(_step(step, epoch))
+        log.log_eval(_eval(epoch, epoch * 10 + 10, accuracy))
+    return log
+
+
+def test_frames_follow_the_schema():
+    log = _filled()
+    assert list(log.steps.columns) == [
+        "step", "epoch", "loss", "loss_ce", "loss_cskd", "train_accuracy", "agreement",
+        "mean_temperature", "cosine_distance", "lr", "elapsed_s",
+    ]  # fmt: skip
+    for name, columns in FRAMES.items():
+        frame = getattr(log, name)
+        assert set(columns) <= set(frame.columns), name
+    assert len(log.class_cosine) == 4 * 3 and log.class_cosine["class"].tolist()[:3] == [0, 1, 2]
+    assert len(log.temperatures) == 4 and len(log.temperature_hist) == 8
+    assert log.evals["split"].unique().tolist() == ["test"]
+    assert log.steps["step"].dtype == "int64" and log.class_cosine["class"].dtype == "int64"
+
+
+def test_empty_log_has_all_columns(tmp_path):
+    log = RunLog({"name": "empty", "method": "ce"}, path=tmp_path / "empty")
+    loaded = load_run(tmp_path / "empty")
+    for name, columns in FRAMES.items():
+        assert list(getattr(log, name).columns) == list(columns)
+        assert list(getattr(loaded, name).columns) == list(columns)
+        assert len(getattr(loaded, name)) == 0
+    assert loaded.status == "running"
+
+
+def test_roundtrip(tmp_path):
+    log = _filled(tmp_path / "r")
+    log.finish()
+    loaded = load_run(tmp_path / "r")
+    assert loaded.status == "finished" and loaded.config == log.config
+    assert loaded.progress == {"step": 20, "epoch": 1}
+    for name in FRAMES:
+        pd.testing.assert_frame_equal(getattr(loaded, name), getattr(log, name), check_dtype=False)
+    assert not list(tmp_path.glob("r/.*tmp"))  # no temporary files left behind
+
+
+def test_non_cswt_run_writes_empty_temperature_frames(tmp_path):
+    log = RunLog({"name": "kd", "method": "kd"}, path=tmp_path / "kd")
+    log.log_step(_step(1, cswt=False))
+    log.finish()
+    loaded = load_run(tmp_path / "kd")
+    assert len(loaded.temperatures) == 0 and list(loaded.temperatures.columns) == list(FRAMES["temperatures"])
+    assert math.isnan(loaded.steps["mean_temperature"].iloc[0])
+
+
+def test_write_failure_keeps_previous_file(tmp_path, monkeypatch):
+    log = _filled(tmp_path / "r")
+    log.flush()
+    before = (tmp_path / "r" / "steps.csv").read_text()
+    log.log_step(_step(99, 5))
+
+    real_replace = runs.os.replace
+
+    def interrupted_replace(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs.os, "replace", interrupted_replace)
+    with pytest.raises(KeyboardInterrupt):
+        log.flush()
+    monkeypatch.setattr(runs.os, "replace", real_replace)
+    assert (tmp_path / "r" / "steps.csv").read_text() == before
+    assert not list((tmp_path / "r").glob(".*tmp"))
+    assert load_run(tmp_path / "r").steps["step"].max() == 20
+    log.flush()  # a later flush writes everything that was pending
+    assert load_run(tmp_path / "r").steps["step"].max() == 99
+
+
+def test_status_validation():
+    with pytest.raises(ValueError, match="status must be one of"):
+        RunLog({"name": "x"}, status="done")
+    with pytest.raises(ValueError, match="status must be one of"):
+        RunLog({"name": "x"}).finish("ok")
+    with pytest.raises(TypeError, match="config must be a mapping"):
+        RunLog(["name"])
+
+
+# ----------------------------------------------------------------------------- bad directories
+
+
+@pytest.fixture
+def good_run(tmp_path):
+    log = _filled(tmp_path / "good")
+    log.finish()
+    return tmp_path / "good"
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(RunLogError, match="no run directory at"):
+        load_run(tmp_path / "nope")
+
+
+def test_foreign_directory(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "cat.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(RunLogError, match=r"not a cskd_viz run directory: .*config\.json is missing"):
+        load_run(tmp_path / "photos")
+
+
+def test_file_instead_of_directory(tmp_path):
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(RunLogError, match="is not a directory"):
+        load_run(tmp_path / "f.txt")
+
+
+def test_corrupt_config(good_run):
+    (good_run / "config.json").write_text("{not json")
+    with pytest.raises(RunLogError, match=r"config\.json is corrupt: cannot parse JSON"):
+        load_run(good_run)
+
+
+def test_foreign_config(good_run):
+    (good_run / "config.json").write_text(json.dumps({"lr": 0.1}))
+    with pytest.raises(RunLogError, match="not a cskd_viz run config"):
+        load_run(good_run)
+
+
+def test_wrong_schema_version(good_run):
+    meta = json.loads((good_run / "config.json").read_text())
+    meta["schema_version"] = 99
+    (good_run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(RunLogError, match="schema_version 99"):
+        load_run(good_run)
+
+
+def test_missing_csv(good_run):
+    (good_run / "evals.csv").unlink()
+    with pytest.raises(RunLogError, match=r"evals\.csv is missing"):
+        load_run(good_run)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00\xff\xfe garbage \x00", b"step,epoch\n1,0\n", b'step,class,cosine\n1,0,"unterminated\n'],
+)
+def test_corrupt_csv_names_the_file(good_run, content):
+    (good_run / "class_cosine.csv").write_bytes(content)
+    with pytest.raises(RunLogError, match=r"class_cosine\.csv is corrupt"):
+        load_run(good_run)
+
+
+def test_csv_with_wrong_types(good_run):
+    (good_run / "steps.csv").write_text("step,epoch,loss\nabc,0,1.0\n")
+    with pytest.raises(RunLogError, match=r"steps\.csv is corrupt"):
+        load_run(good_run)
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+def test_compare_runs_values_and_inputs(tmp_path):
+    a = _filled(tmp_path / "a", name="a", method="ce", accuracies=(0.7, 0.9, 0.85))
+    a.finish()
+    b = _filled(name="b", method="cskd", accuracies=(0.6,))
+    table = compare_runs([tmp_path / "a", b])
+    assert list(table.columns[:8]) == [
+        "name", "method", "final_accuracy", "final_agreement", "best_accuracy",
+        "final_cosine_distance", "steps", "status",
+    ]  # fmt: skip
+    row_a, row_b = table.iloc[0], table.iloc[1]
+    assert (row_a["name"], row_a["final_accuracy"], row_a["best_accuracy"]) == ("a", 0.85, 0.9)
+    assert (row_a["steps"], row_a["status"], row_a["teacher_accuracy"]) == (30, "finished", 0.97)
+    assert (row_b["name"], row_b["status"], row_b["final_cosine_distance"]) == ("b", "running", 0.05)
+    assert len(compare_runs(b)) == 1
+    with pytest.raises(TypeError, match="expected a RunLog or a run directory path"):
+        compare_runs([42])
+
+
+def test_compare_run_without_evals_gives_nan():
+    row = compare_runs([RunLog({"name": "x", "method": "ce"})]).iloc[0]
+    assert math.isnan(row["final_accuracy"]) and row["steps"] == 0
+
+
+def test_list_runs(tmp_path):
+    _filled(tmp_path / "b", name="b").finish()
+    _filled(tmp_path / "a", name="a", method="kd").finish("interrupted")
+    (tmp_path / "notes").mkdir()  # foreign: skipped
+    broken = tmp_path / "c"
+    _filled(broken, name="c").finish()
+    (broken / "evals.csv").write_text("")
+    table = list_runs(tmp_path)
+    assert table["name"].tolist() == ["a", "b", "c"]
+    assert table["status"].tolist() == ["interrupted", "finished", "unreadable"]
+    assert "evals.csv is corrupt" in table["error"].iloc[2]
+    assert len(list_runs(tmp_path / "missing")) == 0
+
+
+def test_stack_runs():
+    a, b, a2 = _filled(name="a"), _filled(name="b", method="kd"), _filled(name="a")
+    long = stack_runs([a, b, a2], "evals")
+    assert long["run"].unique().tolist() == ["a", "b", "a#2"]
+    assert long.groupby("run")["method"].first().to_dict() == {"a": "cskd_cswt", "a#2": "cskd_cswt", "b": "kd"}
+    assert list(long.columns[:2]) == ["run", "method"] and len(long) == 6
+    assert len(stack_runs([a], "class_cosine")) == 12
+    assert list(stack_runs([], "steps").columns[:3]) == ["run", "method", "step"]
+    with pytest.raises(ValueError, match="frame must be one of"):
+        stack_runs([a], "losses")
