@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
@@ -39,7 +40,7 @@ def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
 
 def check_scalar(value: float, name: str, *, positive: bool = True) -> float:
     """Return ``value`` as a float after checking it is a finite real (and ``> 0`` if asked)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):

@@ -317,8 +317,8 @@ def cskd_loss(
 
     Example:
         >>> z = torch.randn(8, 5)
-        >>> float(cskd_loss(z, z))
-        0.0
+        >>> abs(float(cskd_loss(z, z))) < 1e-5
+        True
     """
     check_pair(student_logits, teacher_logits)
     temperature = check_scalar(temperature, "temperature")
@@ -371,7 +371,7 @@ def dist_loss(
 
     Example:
         >>> z = torch.randn(6, 4)
-        >>> abs(float(dist_loss(z, z))) < 1e-6
+        >>> abs(float(dist_loss(z, z))) < 1e-5
         True
     """
     check_pair(student_logits, teacher_logits)

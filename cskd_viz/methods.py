@@ -54,6 +54,11 @@ def _check_weight(value: Any, name: str) -> float:
     return value
 
 
+def _weighted(weight: float, loss: Tensor) -> Tensor:
+    """``weight * loss``, without an extra autograd node for the common weight 1."""
+    return loss if weight == 1.0 else weight * loss
+
+
 def _check_targets(student_logits: Tensor, targets: Tensor) -> None:
     if not isinstance(targets, Tensor):
         raise TypeError(f"targets must be a torch.Tensor of class indices (B,), got {type(targets).__name__}")
@@ -133,7 +138,7 @@ class Method:
         if not isinstance(student_logits, Tensor) or student_logits.dim() != 2:
             raise ValueError("student_logits must be a (B, C) tensor")
         _check_targets(student_logits, targets)
-        terms = {"loss_ce": self.w_ce * F.cross_entropy(student_logits, targets)}
+        terms = {"loss_ce": _weighted(self.w_ce, F.cross_entropy(student_logits, targets))}
         if self.needs_teacher:
             terms.update(self._method_terms(student_logits, _check_teacher(self, teacher_logits).detach(), extras))
         return terms
@@ -186,7 +191,7 @@ class KD(Method):
         return "kd"
 
     def _method_terms(self, student_logits: Tensor, teacher_logits: Tensor, extras: bool) -> dict[str, Tensor]:
-        return {"loss_kd": self.w_kd * losses.kd_loss(student_logits, teacher_logits, self.temperature)}
+        return {"loss_kd": _weighted(self.w_kd, losses.kd_loss(student_logits, teacher_logits, self.temperature))}
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,7 @@ class CSKD(Method):
         loss = losses.cskd_loss(
             student_logits, teacher_logits, self.temperature, self.t_low, self.t_high, cswt=self.cswt
         )
-        terms = {"loss_cskd": self.w_kd * loss}
+        terms = {"loss_cskd": _weighted(self.w_kd, loss)}
         if self.cswt and extras:
             # The same (deterministic, gradient-free) computation cskd_loss does internally.
             terms["temperatures"] = losses.cswt_temperatures(student_logits, teacher_logits, self.t_low, self.t_high)
@@ -272,7 +277,7 @@ class DIST(Method):
 
     def _method_terms(self, student_logits: Tensor, teacher_logits: Tensor, extras: bool) -> dict[str, Tensor]:
         loss = losses.dist_loss(student_logits, teacher_logits, self.temperature, self.beta, self.gamma)
-        return {"loss_dist": self.w_kd * loss}
+        return {"loss_dist": _weighted(self.w_kd, loss)}
 
 
 # name -> (class, fixed parameters)

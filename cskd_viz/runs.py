@@ -32,6 +32,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -170,6 +172,40 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+class _BackgroundWriter:
+    """A daemon thread writing ``[(path, text), ...]`` batches atomically, in submission order."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="cskd_viz-runlog-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                if self.error is None:
+                    for path, text in batch:
+                        _atomic_write_text(path, text)
+            except BaseException as err:  # noqa: BLE001 - handed to the main thread
+                self.error = err
+            finally:
+                self._queue.task_done()
+
+    def submit(self, batch: list[tuple[Path, str]]) -> None:
+        self._queue.put(batch)
+
+    def wait(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -279,6 +315,7 @@ class RunLog:
         self.created = _now()
         self.updated = self.created
         self._frames = {name: _Frame(name, columns) for name, columns in FRAMES.items()}
+        self._writer: _BackgroundWriter | None = None
         if self.path is not None:
             self.path.mkdir(parents=True, exist_ok=True)
             self.flush()
@@ -349,33 +386,71 @@ class RunLog:
         self.progress = {"step": int(step), "epoch": int(epoch)}
 
     # ------------------------------------------------------------------ disk
-    def flush(self) -> None:
-        """Write changed frames and ``config.json`` atomically (no-op for an in-memory log)."""
+    def flush(self, background: bool = False) -> None:
+        """Write changed frames and ``config.json`` atomically (no-op for an in-memory log).
+
+        Args:
+            background: format the files now but write them from a background thread, so a
+                training loop does not wait for the disk. Writes keep their order; a later
+                synchronous ``flush()`` or ``finish()`` first waits for them, and re-raises an
+                error a background write met.
+        """
         if self.path is None:
             return
-        for name, frame in self._frames.items():
-            if frame.dirty:
-                _atomic_write_text(self.path / f"{name}.csv", frame.csv_text())
-                frame.dirty = False
+        self._check_writer()
         self.updated = _now()
         meta = {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
             "status": self.status,
-            "progress": self.progress,
+            "progress": dict(self.progress),
             "created": self.created,
             "updated": self.updated,
-            "columns": {name: frame.columns for name, frame in self._frames.items()},
+            "columns": {name: list(frame.columns) for name, frame in self._frames.items()},
             "config": _json_safe(self.config),
         }
-        _atomic_write_text(self.path / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+        files = [
+            (frame, self.path / f"{name}.csv", frame.csv_text()) for name, frame in self._frames.items() if frame.dirty
+        ]
+        files.append((None, self.path / CONFIG_FILE, json.dumps(meta, indent=2) + "\n"))
+        if background:
+            if self._writer is None:
+                self._writer = _BackgroundWriter()
+            for frame, _, _ in files:
+                if frame is not None:
+                    frame.dirty = False
+            self._writer.submit([(path, text) for _, path, text in files])
+            return
+        self.wait()
+        for frame, path, text in files:  # data first, config.json (status) last
+            _atomic_write_text(path, text)
+            if frame is not None:
+                frame.dirty = False
+
+    def wait(self) -> None:
+        """Wait until background writes are on disk; re-raise an error one of them met."""
+        if self._writer is not None:
+            self._writer.wait()
+        self._check_writer()
+
+    def _check_writer(self) -> None:
+        if self._writer is not None and self._writer.error is not None:
+            error, self._writer.error = self._writer.error, None
+            for frame in self._frames.values():  # rewrite everything on the next flush
+                frame.dirty = True
+            raise error
 
     def finish(self, status: str = "finished") -> None:
-        """Set the final status and flush."""
+        """Set the final status and flush (synchronously, after any background writes)."""
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.status = status
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:

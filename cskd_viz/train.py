@@ -15,6 +15,9 @@ schedule (``lr * (1 + cos(pi * k / K)) / 2`` at step ``k`` of ``K``), a ``"step"
 Diagnostics are computed only every ``log_every`` steps (and on the first and last steps): on other steps the loop
 does forward, loss, backward and the optimiser step, with no host-device synchronisation. A
 logged step becomes a :class:`~cskd_viz.runs.StepRecord` handed to the run log and the callbacks.
+While training, the run log is written at logged steps and epoch ends, at most once per
+``flush_interval_s`` seconds, from a background thread (the loop never waits for the disk); at
+the end (finished, interrupted or failed) it is written synchronously.
 
 **Teacher-logit cache.** When the training data has no random augmentation, the teacher's
 logits for a sample never change, so they are computed once for the whole training set (teacher
@@ -668,7 +671,7 @@ class _Run:
                     for hook in hooks.step:
                         hook(record)
                     if time.perf_counter() - last_flush >= flush_interval_s:
-                        run_log.flush()
+                        run_log.flush(background=True)
                         last_flush = time.perf_counter()
                 if stop_event is not None and stop_event.is_set():
                     run_log.set_progress(step, epoch)
@@ -684,7 +687,7 @@ class _Run:
                     bar.set_postfix({**_postfix(last_record.metrics), "test": f"{record.metrics['accuracy']:.3f}"})
             run_log.set_progress(step, epoch)
             if time.perf_counter() - last_flush >= flush_interval_s:
-                run_log.flush()
+                run_log.flush(background=True)
                 last_flush = time.perf_counter()
             for hook in hooks.epoch_end:
                 hook(epoch, record)

@@ -269,7 +269,7 @@ def test_cswt_gradient_equals_fixed_temperature_gradient():
     assert temps.unique().numel() > 1  # a genuine per-sample temperature
     manual = 16.0 * batch_cosine_distance(zs, zt, 4.0) + temps.mean() ** 2 * batch_cosine_distance(zs, zt, temps)
     m_s, m_t = torch.autograd.grad(manual, (zs, zt))
-    assert loss.item() == pytest.approx(manual.item(), rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(float(manual.detach()), rel=1e-12)
     torch.testing.assert_close(g_s, m_s, rtol=1e-10, atol=1e-14)
     torch.testing.assert_close(g_t, m_t, rtol=1e-10, atol=1e-14)
     # and the fixed-temperature path itself is gradcheck-exact
@@ -293,7 +293,7 @@ def test_fused_path_equals_op_by_op_autograd(case):
     fused = batch_cosine_distance(zs, zt, t)
     plain = 1.0 - losses._per_class_cosine(zs, zt, t).mean()
     rtol = 1e-5 if zs.dtype == torch.float32 else 1e-10
-    assert fused.item() == pytest.approx(plain.item(), rel=rtol, abs=1e-12)
+    assert float(fused.detach()) == pytest.approx(float(plain.detach()), rel=rtol, abs=1e-12)
     for a, b in zip(torch.autograd.grad(fused, (zs, zt)), torch.autograd.grad(plain, (zs, zt)), strict=True):
         torch.testing.assert_close(a, b, rtol=rtol, atol=1e-6 if zs.dtype == torch.float32 else 1e-14)
 
@@ -499,7 +499,7 @@ def test_huge_logits_stay_finite(scale):
         value.backward()
         assert torch.isfinite(zs.grad).all(), fn
     assert torch.isfinite(cswt_temperatures(zs, zt)).all()
-    d = float(batch_cosine_distance(zs, zt, 4.0))
+    d = float(batch_cosine_distance(zs.detach(), zt, 4.0))
     assert 0.0 <= d <= 1.0
     assert d == pytest.approx(1 - float(np.mean(ref.mp_per_class_cosine(zs, zt, 4.0))), abs=1e-5)
 
@@ -521,6 +521,7 @@ def test_small_shapes_stay_finite(shape):
         assert torch.isfinite(value).all()
         value.sum().backward()
         assert torch.isfinite(zs.grad).all()
+    zs = zs.detach()
     assert float(cskd_loss(zs, zt)) == pytest.approx(ref.cskd_loss(zs, zt), rel=1e-10, abs=1e-12)
     if shape[1] == 1:  # one class: every probability is 1, nothing to distil
         assert float(cskd_loss(zs, zt)) == pytest.approx(0.0, abs=1e-12)
@@ -576,7 +577,7 @@ def test_dist_loss_exact_and_finite_for_rare_classes(log10_p):
     zs = _rare_class_logits(log10_p, seed=66).requires_grad_()
     zt = _rare_class_logits(log10_p, seed=67)
     value = dist_loss(zs, zt, 4.0, beta=0.0, gamma=1.0)
-    assert value.item() == pytest.approx(ref.dist_loss(zs, zt, 4.0, beta=0.0, gamma=1.0), rel=1e-5)
+    assert float(value.detach()) == pytest.approx(ref.dist_loss(zs, zt, 4.0, beta=0.0, gamma=1.0), rel=1e-5)
     value.backward()
     assert torch.isfinite(zs.grad).all()
 

@@ -249,3 +249,25 @@ def test_stack_runs():
     assert list(stack_runs([], "steps").columns[:3]) == ["run", "method", "step"]
     with pytest.raises(ValueError, match="frame must be one of"):
         stack_runs([a], "losses")
+
+
+def test_background_flush_writes_in_order_and_reports_errors(tmp_path, monkeypatch):
+    log = _filled(tmp_path / "bg")
+    log.flush(background=True)
+    log.log_step(_step(50, 3))
+    log.flush(background=True)
+    log.wait()
+    assert load_run(tmp_path / "bg").steps["step"].max() == 50
+
+    def broken(path, text):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(runs, "_atomic_write_text", broken)
+    log.log_step(_step(60, 3))
+    log.flush(background=True)
+    with pytest.raises(OSError, match="disk full"):
+        log.wait()
+    monkeypatch.undo()
+    log.finish()  # everything is rewritten after the failed background write
+    loaded = load_run(tmp_path / "bg")
+    assert loaded.status == "finished" and loaded.steps["step"].max() == 60
