@@ -74,8 +74,11 @@ def _split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch
     return order[n_test:], order[:n_test]
 
 
-def digits(seed: int = 0, test_fraction: float = 0.25) -> tuple[Dataset, Dataset, DatasetInfo]:
+def digits(seed: int = 0, test_fraction: float = 0.25, split_seed: int = 0) -> tuple[Dataset, Dataset, DatasetInfo]:
     """scikit-learn's bundled digits: 1797 images ``(1, 8, 8)`` in ``[0, 1]``, 10 classes, offline.
+
+    The train/test split depends on ``split_seed`` only, not on the run's ``seed``: a teacher
+    trained with one seed never sees the test images of a student trained with another.
 
     Example:
         >>> train, test, info = digits()
@@ -87,7 +90,8 @@ def digits(seed: int = 0, test_fraction: float = 0.25) -> tuple[Dataset, Dataset
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     targets = torch.as_tensor(bunch.target, dtype=torch.long)
-    train_idx, test_idx = _split(len(targets), test_fraction, seed)
+    del seed  # the data and its split are fixed; the run's seed only shuffles the loader
+    train_idx, test_idx = _split(len(targets), test_fraction, split_seed)
     info = DatasetInfo("digits", 10, (1, 8, 8), tuple(str(d) for d in range(10)))
     return (
         TensorDataset(images[train_idx], targets[train_idx]),

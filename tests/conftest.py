@@ -20,6 +20,10 @@ settings.register_profile(
 settings.register_profile("thorough", parent=settings.get_profile("cskd"), max_examples=500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "cskd"))
 
+# The tests use tiny tensors and models: one intra-op thread is faster than two on a 2-core machine
+# (no thread-pool spinning) and keeps timings of concurrent test processes from interfering.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def gen() -> torch.Generator:
