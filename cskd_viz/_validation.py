@@ -11,8 +11,8 @@ from torch import Tensor
 Temperature = float | Tensor
 
 
-def check_logits(logits: Tensor, name: str) -> None:
-    """Raise if ``logits`` is not a finite, floating ``(B, C)`` tensor with ``B, C >= 1``."""
+def _check_structure(logits: Tensor, name: str) -> None:
+    """Type, dtype and shape checks of :func:`check_logits` (no pass over the values)."""
     if not isinstance(logits, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (B, C), got {type(logits).__name__}")
     if not logits.is_floating_point():
@@ -23,14 +23,34 @@ def check_logits(logits: Tensor, name: str) -> None:
         raise ValueError(f"{name} is an empty batch: shape {tuple(logits.shape)}, need B >= 1")
     if logits.shape[1] == 0:
         raise ValueError(f"{name} has no classes: shape {tuple(logits.shape)}, need C >= 1")
-    if not bool(torch.isfinite(logits).all()):
+
+
+def _finite_extremes(logits: Tensor) -> Tensor:
+    """``isfinite`` of ``(min, max)``, read in one pass: a NaN propagates into both, an infinity is one of them.
+
+    (``torch.isfinite(x).all()`` reads ``x`` and writes a full-size mask: two passes.)
+    """
+    return torch.isfinite(torch.stack(torch.aminmax(logits.detach())))
+
+
+def check_logits(logits: Tensor, name: str) -> None:
+    """Raise if ``logits`` is not a finite, floating ``(B, C)`` tensor with ``B, C >= 1``."""
+    _check_structure(logits, name)
+    if not bool(_finite_extremes(logits).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
-    """Validate both logit tensors and that their shapes agree."""
-    check_logits(student_logits, "student_logits")
-    check_logits(teacher_logits, "teacher_logits")
+    """Validate both logit tensors and that their shapes agree.
+
+    Same checks as :func:`check_logits` on each, with one synchronisation for both tensors.
+    """
+    _check_structure(student_logits, "student_logits")
+    _check_structure(teacher_logits, "teacher_logits")
+    finite = torch.stack((_finite_extremes(student_logits), _finite_extremes(teacher_logits)))
+    if not bool(finite.all()):
+        name = "student_logits" if not bool(finite[0].all()) else "teacher_logits"
+        raise ValueError(f"{name} contains NaN or infinite values")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape, got "

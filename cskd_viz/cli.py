@@ -6,6 +6,10 @@
 - ``cskd-viz train``: one configured run (see :class:`cskd_viz.train.RunConfig`).
 - ``cskd-viz report RUN_DIR...``: summary table and PNG figures of existing runs.
 
+``demo`` and ``train`` also run under ``torchrun --nproc_per_node=N`` (data parallel, see
+``docs/distributed.md``): ``--batch-size`` is then the per-process batch, ``train --global-batch``
+computes CSKD on the global batch of all processes, and only rank 0 prints and writes files.
+
 Bad flags, values or paths exit with status 2 and an argparse-style message, never a traceback;
 Ctrl-C exits with status 130 after saving the interrupted run log.
 """
@@ -109,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.add_argument(
+        "--global-batch",
+        action="store_true",
+        help="under torchrun: CSKD on the global batch of all processes (default: each process's own batch)",
+    )
 
     report = sub.add_parser("report", help="summary table and figures of existing runs")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or a runs root)")
@@ -224,7 +233,8 @@ def _demo_table(logs) -> str:
 def _run_demo(args, parser) -> int:
     import torch
 
-    from cskd_viz.train import resolve_device, run_experiment
+    from cskd_viz.distributed import is_main_process
+    from cskd_viz.train import distributed_session, resolve_device, run_experiment
 
     start = time.perf_counter()
     if args.seeds < 1:
@@ -243,12 +253,16 @@ def _run_demo(args, parser) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the demo's tiny nets run fastest on one thread (no contention on small CPUs)
     try:
-        for config in configs:
-            logs.append(run_experiment(config, args.runs_dir, progress=progress, overwrite=True))
+        with distributed_session(args.device):  # under torchrun: one process group for all the runs
+            main = is_main_process()
+            for config in configs:
+                logs.append(run_experiment(config, args.runs_dir, progress=progress, overwrite=True))
     except ValueError as err:  # e.g. a foreign directory where a demo run should go
         parser.error(str(err))
     finally:
         torch.set_num_threads(threads)
+    if not main:  # other ranks of a torchrun launch: rank 0 prints and writes the figures
+        return 0
     teacher_accuracy = sum(log.summary()["teacher_accuracy"] for log in logs) / len(logs)
     elapsed = time.perf_counter() - start
     first = configs[0]
@@ -272,7 +286,8 @@ def _run_demo(args, parser) -> int:
 
 
 def _run_train(args, parser) -> int:
-    from cskd_viz.train import RunConfig, resolve_device, run_experiment
+    from cskd_viz.distributed import is_main_process
+    from cskd_viz.train import RunConfig, distributed_session, resolve_device, run_experiment
 
     teacher = None if args.teacher.lower() in ("none", "") else args.teacher
     epochs = args.epochs if args.epochs is not None or args.max_steps is not None else 10
@@ -298,6 +313,7 @@ def _run_train(args, parser) -> int:
             log_every=args.log_every,
             name=args.name,
             device=args.device,
+            global_batch=args.global_batch,
         )
         resolve_device(config.device)
         if config.teacher_checkpoint is not None:
@@ -306,11 +322,15 @@ def _run_train(args, parser) -> int:
         parser.error(str(err))
     _check_dir(args.runs_dir, "--runs-dir", parser)
     try:
-        log = run_experiment(
-            config, args.runs_dir, progress=False if args.no_progress else None, overwrite=args.overwrite
-        )
+        with distributed_session(config.device):  # under torchrun; a no-op in one process
+            main = is_main_process()
+            log = run_experiment(
+                config, args.runs_dir, progress=False if args.no_progress else None, overwrite=args.overwrite
+            )
     except ValueError as err:  # e.g. overwrite refused for a foreign directory, missing dataset files
         parser.error(str(err))
+    if not main:  # other ranks of a torchrun launch: rank 0 prints (and wrote the run log)
+        return 0 if log.status == "finished" else 1
     print(_table([log]))
     print(f"\nrun log: {log.path}  status: {log.status}")
     return 0 if log.status == "finished" else 1

@@ -587,9 +587,13 @@ def load_datasets(name: str, seed: int = 0, **kwargs) -> tuple[Dataset, Dataset,
 
 
 def make_loaders(
-    name: str, batch_size: int = 64, seed: int = 0, num_workers: int = 0, **kwargs
+    name: str, batch_size: int = 64, seed: int = 0, num_workers: int = 0, drop_last: bool = True, **kwargs
 ) -> tuple[DataLoader, DataLoader, DatasetInfo]:
     """Seeded ``(train_loader, test_loader, info)``; the train loader shuffles with ``seed``.
+
+    ``drop_last`` (default on) drops the train loader's last partial batch: CSKD compares batch
+    predictions, so a 4-sample remainder batch would be a different loss (and shows as a stripe in
+    every per-step diagnostic). It is ignored when the training set is smaller than one batch.
 
     ``kwargs`` go to the dataset (e.g. ``train_size=``, ``root=``, ``download=``). The same
     ``seed`` gives the same batches (CIFAR augmentation included, also with ``num_workers > 0``).
@@ -608,6 +612,7 @@ def make_loaders(
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
         num_workers=num_workers,
+        drop_last=bool(drop_last) and len(train) >= batch_size,
     )
     test_loader = DataLoader(test, batch_size=max(batch_size, 256), shuffle=False, num_workers=num_workers)
     return train_loader, test_loader, info

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cskd_viz._fused import weighted_batch_cosine_distance
+from cskd_viz._fused import shifted_logits, weighted_batch_cosine_distance
 from cskd_viz._validation import (
     Temperature,
     check_pair,
@@ -138,39 +138,48 @@ def _per_class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperatur
 
 
 def _per_sample_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature = 1.0) -> Tensor:
-    """``s_i = cos(P_s[i], P_t[i])``, ``(B,)``, on validated compute-dtype logits.
+    """``s_i = cos(P_s[i], P_t[i])``, ``(B,)``, on validated compute-dtype logits (no gradient).
 
-    A softmax row has its largest entry ``>= 1/C``, so its norm cannot underflow and rows can be
-    normalised directly (no log-space rescaling needed, unlike the columns).
+    Cosine is scale invariant, so the softmax normalisation is skipped: the rows compared are
+    ``exp((z_i - max_j z_ij) / T)``, whose largest entry is 1 (norm ``>= 1``: no underflow, no zero
+    division). One ``exp`` per element, both sides in one ``(2, B, C)`` buffer.
     """
-    p_s = F.normalize(torch.softmax(_scaled_logits(student_logits, temperature), dim=1), dim=1)
-    p_t = F.normalize(torch.softmax(_scaled_logits(teacher_logits, temperature), dim=1), dim=1)
-    return (p_s * p_t).sum(1).clamp(0.0, 1.0)
+    rows = shifted_logits(student_logits, teacher_logits)
+    if isinstance(temperature, Tensor):
+        rows.div_(temperature.detach().to(rows.dtype).unsqueeze(1))
+    elif temperature != 1.0:
+        rows.div_(temperature)
+    return _cosine_of_rows(rows.exp_())
 
 
-def _stack_temperatures(temperatures: list[Temperature], like: Tensor) -> Tensor:
-    """Floats and ``(B,)`` tensors -> one ``(K, B, 1)`` (or ``(K, 1, 1)``) tensor for the fused kernel."""
-    if all(not isinstance(t, Tensor) for t in temperatures):
-        return like.new_tensor(temperatures).view(-1, 1, 1)
-    batch = like.shape[0]
-    rows = [t.to(like.dtype) if isinstance(t, Tensor) else like.new_full((batch,), t) for t in temperatures]
-    return torch.stack(rows).detach().unsqueeze(2)
+def _cosine_of_rows(rows: Tensor) -> Tensor:
+    """``(B,)`` cosines of ``rows[0, i]`` and ``rows[1, i]`` for a ``(2, B, C)`` tensor with row maxima 1 (consumed)."""
+    norms = torch.linalg.vector_norm(rows, dim=2)
+    return rows[0].mul_(rows[1]).sum(1).div_(norms[0] * norms[1]).clamp_(0.0, 1.0)
 
 
 def _cswt_from_cosines(cosines: Tensor, t_low: float, t_high: float) -> Tensor:
     """Map per-sample cosines ``(B,)`` to temperatures in ``[t_low, t_high]`` (midpoint if no spread).
 
-    A spread within rounding noise (``64 eps`` of the dtype, e.g. identical student and teacher
-    rows whose cosines differ only in the last bits) counts as no spread: otherwise the noise
-    alone would send samples to ``t_low``/``t_high`` and depend on the summation order.
+    ``T_i = t_low + (t_high - t_low) * (max(s) - s_i) / (max(s) - min(s))``. A spread within
+    rounding noise (``64 eps`` of the dtype, e.g. identical student and teacher rows whose cosines
+    differ only in the last bits) counts as no spread: otherwise the noise alone would send samples
+    to ``t_low``/``t_high`` and depend on the summation order. Reads the extremes back to the host
+    once (the loss's input validation synchronises anyway); a handful of ops, for small batches.
     """
-    s_max, s_min = cosines.max(), cosines.min()
-    spread = s_max - s_min
-    has_spread = spread > 64 * torch.finfo(cosines.dtype).eps
-    # torch.where instead of an `if` keeps this free of a device sync.
-    fraction = ((s_max - cosines) / torch.where(has_spread, spread, torch.ones_like(spread))).clamp(0.0, 1.0)
-    temperatures = t_low + (t_high - t_low) * torch.where(has_spread, fraction, torch.full_like(fraction, 0.5))
-    return temperatures.clamp(t_low, t_high)  # float32 rounding can overshoot t_high by an ulp
+    low, high = torch.aminmax(cosines)
+    s_min, s_max, spread = torch.stack((low, high, high - low)).tolist()  # spread rounded in the dtype
+    if not spread > 64 * torch.finfo(cosines.dtype).eps:
+        return torch.full_like(cosines, (t_low + t_high) / 2)
+    temperatures = torch.sub(s_max, cosines).mul_((t_high - t_low) / spread).add_(t_low)
+    return temperatures.clamp_(t_low, t_high)  # rounding can overshoot t_high by an ulp
+
+
+def _stack_temperatures(temperature: Temperature, like: Tensor) -> Tensor:
+    """A float or a ``(B,)`` tensor -> ``(1, 1, 1)`` or ``(1, B, 1)`` for the fused kernel (no gradient)."""
+    if isinstance(temperature, Tensor):
+        return temperature.detach().to(like.dtype).view(1, -1, 1)
+    return like.new_full((1, 1, 1), temperature)
 
 
 # ----------------------------------------------------------------------------- public losses
@@ -239,7 +248,7 @@ def batch_cosine_distance(
         student_logits, teacher_logits, temperature = gather_batch(
             student_logits, teacher_logits, temperature, group=group
         )
-    stacked = _stack_temperatures([temperature], student_logits)
+    stacked = _stack_temperatures(temperature, student_logits)
     return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, stacked.new_ones(1))
 
 
@@ -278,7 +287,7 @@ def cswt_temperatures(
     t_low, t_high = check_temperature_range(t_low, t_high)
     student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
     with torch.no_grad():
-        cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach())
+        cosines = _per_sample_cosine(student_logits, teacher_logits)
         if group is None:
             return _cswt_from_cosines(cosines, t_low, t_high)
         from cskd_viz.distributed import gather_batch, local_rows
@@ -331,16 +340,16 @@ def cskd_loss(
 
         student_logits, teacher_logits = gather_batch(student_logits, teacher_logits, group=group)
     if not cswt:
-        stacked = _stack_temperatures([temperature], student_logits)
+        stacked = _stack_temperatures(temperature, student_logits)
         return weighted_batch_cosine_distance(
             student_logits, teacher_logits, stacked, stacked.new_full((1,), temperature**2)
         )
     with torch.no_grad():
-        cosines = _per_sample_cosine(student_logits.detach(), teacher_logits.detach())
-        temperatures = _cswt_from_cosines(cosines, t_low, t_high)
-        stacked = _stack_temperatures([temperature, temperatures], student_logits)
-        weights = torch.stack([stacked.new_tensor(temperature**2), temperatures.mean() ** 2])
-    return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, weights)
+        shifted = shifted_logits(student_logits, teacher_logits)  # (2, B, C), shared by both passes
+        temperatures = _cswt_from_cosines(_cosine_of_rows(torch.exp(shifted)), t_low, t_high)  # s_i at T = 1
+        stacked = torch.stack((torch.full_like(temperatures, temperature), temperatures)).unsqueeze_(2)  # (2, B, 1)
+        weights = torch.cat((temperatures.new_full((1,), temperature**2), temperatures.mean(0, keepdim=True).square_()))
+    return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, weights, shifted)
 
 
 def dist_loss(

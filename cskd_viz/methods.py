@@ -16,6 +16,12 @@ Returned keys:
   are loss terms. ``method(..., extras=False)`` leaves such entries out (cheaper steps when
   nothing is logged).
 
+``method(..., group=...)`` (a ``torch.distributed`` process group, see :mod:`cskd_viz.distributed`)
+computes the CSKD term on the *global* batch of all ranks (``supports_group`` is ``True`` for
+CSKD only). CE and KD are means of per-sample terms, so under DDP their gradient average already
+equals the global-batch gradient; they ignore ``group``, as does DIST (its intra-class term stays
+local to each rank's batch).
+
 Registry names (:func:`get_method`): ``"ce"``, ``"kd"``, ``"cskd"`` (CSWT off), ``"cskd_cswt"``
 (CSWT on), ``"dist"``.
 """
@@ -99,7 +105,8 @@ class Method:
     """Base class: holds ``w_ce`` and the cross-entropy term every method shares.
 
     Subclasses set the class attributes ``needs_teacher`` (whether ``teacher_logits`` are used
-    by the loss) and ``term`` (the name of the method's loss term), and implement
+    by the loss), ``term`` (the name of the method's loss term) and ``supports_group`` (whether
+    ``_method_terms`` takes a ``group=`` keyword for a global-batch loss), and implement
     ``_method_terms``.
     """
 
@@ -107,6 +114,7 @@ class Method:
 
     needs_teacher: ClassVar[bool] = True
     term: ClassVar[str | None] = None
+    supports_group: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "w_ce", _check_weight(self.w_ce, "w_ce"))
@@ -124,7 +132,13 @@ class Method:
         return {}
 
     def __call__(
-        self, student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor, *, extras: bool = True
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | None,
+        targets: Tensor,
+        *,
+        extras: bool = True,
+        group: Any = None,
     ) -> dict[str, Tensor]:
         """Named, weighted loss terms (plus ``"temperatures"`` for CSWT).
 
@@ -134,13 +148,20 @@ class Method:
             targets: ``(B,)`` integer class labels.
             extras: also return the non-loss entries (``"temperatures"``). A trainer passes
                 ``False`` on steps it does not log, to skip their cost; loss values are the same.
+            group: a ``torch.distributed`` process group: the CSKD term (and its ``"temperatures"``)
+                on the global batch of all ranks, a collective every rank must call. Ignored by
+                methods whose ``supports_group`` is ``False``. ``None`` (default): local batch.
         """
         if not isinstance(student_logits, Tensor) or student_logits.dim() != 2:
             raise ValueError("student_logits must be a (B, C) tensor")
         _check_targets(student_logits, targets)
         terms = {"loss_ce": _weighted(self.w_ce, F.cross_entropy(student_logits, targets))}
         if self.needs_teacher:
-            terms.update(self._method_terms(student_logits, _check_teacher(self, teacher_logits).detach(), extras))
+            teacher_logits = _check_teacher(self, teacher_logits).detach()
+            if group is not None and self.supports_group:
+                terms.update(self._method_terms(student_logits, teacher_logits, extras, group=group))
+            else:
+                terms.update(self._method_terms(student_logits, teacher_logits, extras))
         return terms
 
 
@@ -218,6 +239,7 @@ class CSKD(Method):
     cswt: bool = False
 
     term: ClassVar[str] = "loss_cskd"
+    supports_group: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -233,14 +255,19 @@ class CSKD(Method):
     def name(self) -> str:
         return "cskd_cswt" if self.cswt else "cskd"
 
-    def _method_terms(self, student_logits: Tensor, teacher_logits: Tensor, extras: bool) -> dict[str, Tensor]:
+    def _method_terms(
+        self, student_logits: Tensor, teacher_logits: Tensor, extras: bool, group: Any = None
+    ) -> dict[str, Tensor]:
         loss = losses.cskd_loss(
-            student_logits, teacher_logits, self.temperature, self.t_low, self.t_high, cswt=self.cswt
+            student_logits, teacher_logits, self.temperature, self.t_low, self.t_high, cswt=self.cswt, group=group
         )
         terms = {"loss_cskd": _weighted(self.w_kd, loss)}
         if self.cswt and extras:
-            # The same (deterministic, gradient-free) computation cskd_loss does internally.
-            terms["temperatures"] = losses.cswt_temperatures(student_logits, teacher_logits, self.t_low, self.t_high)
+            # The same (deterministic, gradient-free) computation cskd_loss does internally
+            # (with a group: this rank's slice of the global batch's temperatures).
+            terms["temperatures"] = losses.cswt_temperatures(
+                student_logits, teacher_logits, self.t_low, self.t_high, group=group
+            )
         return terms
 
 

@@ -36,10 +36,38 @@ the run after the current step with status ``"interrupted"``. A ``KeyboardInterr
 like any other run); it is then *re-raised* by default, so scripts and notebook cells stop as
 Python users expect. Pass ``raise_on_interrupt=False`` to print a message and return the
 interrupted :class:`~cskd_viz.runs.RunLog` instead.
+
+**Data parallelism** (``torchrun --nproc_per_node=N``, see ``docs/distributed.md``).
+:func:`run_experiment` initialises ``torch.distributed`` from torchrun's environment
+(:func:`distributed_session`: ``gloo`` on CPU, ``nccl`` on CUDA with ``cuda:LOCAL_RANK``) and
+destroys the process group at the end if it created it. Whenever a process group with ``N > 1``
+ranks is initialised, :func:`train_teacher` and :func:`distill`:
+
+- shard the training loader with a ``DistributedSampler`` (:func:`shard_loader`; ``set_epoch``
+  every epoch; ``drop_last=True`` so every rank has the same number of samples, hence the same
+  batch sizes, which the global-batch loss needs); ``batch_size`` is the *local* batch size;
+- wrap the trained model in ``DistributedDataParallel`` (the frozen teacher is not wrapped);
+- with ``global_batch=True`` pass the default group to the method, so CSKD is computed on the
+  global batch (:mod:`cskd_viz.distributed`); without torch.distributed the flag only warns;
+- build the teacher-logit cache for the *whole* training set on every rank (a rank's samples
+  change every epoch, so a per-rank cache would miss), from the same teacher weights;
+- log on rank 0 only: one progress bar, step records whose ``loss``, ``loss_*``,
+  ``train_accuracy`` and ``agreement`` are averaged over all ranks' batches (one small
+  all-reduce per logged step), while ``class_cosine``, ``cosine_distance`` and the CSWT
+  temperatures describe rank 0's local batch; evaluation on the full test set, callbacks and
+  run-log writes happen on rank 0 only (other ranks return an in-memory log with the final status);
+- check ``stop_event`` at logged steps and epoch ends, agreed over all ranks (any rank's stop
+  stops all), so every rank leaves the loop at the same step.
+
+:func:`run_experiment` trains an auto-teacher the same way (sharded, DDP), decides on rank 0
+whether a teacher run can be reused and which run directory to use, writes files on rank 0 only
+and broadcasts the teacher's weights from rank 0, so exactly one run log (and one ``model.pt``)
+is written per run, and the file system need not be shared between nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -49,7 +77,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,9 +86,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler, TensorDataset
 
 from cskd_viz.diagnostics import per_class_cosine
+from cskd_viz.distributed import default_group, get_rank, get_world_size
 from cskd_viz.methods import Method, get_method, method_names, method_parameters, total_loss
 from cskd_viz.runs import EvalRecord, RunLog, StepRecord, is_run_dir, load_run
 
@@ -70,6 +100,8 @@ __all__ = [
     "TeacherLogitCache",
     "RunConfig",
     "with_indices",
+    "shard_loader",
+    "distributed_session",
     "resolve_device",
     "train_teacher",
     "distill",
@@ -175,7 +207,18 @@ def with_indices(loader: DataLoader) -> DataLoader:
     """
     if not isinstance(loader, DataLoader):
         raise TypeError(f"loader must be a torch DataLoader, got {type(loader).__name__}")
-    common = dict(
+    common = _loader_options(loader)
+    dataset = IndexedDataset(loader.dataset)
+    if loader.batch_size is None:  # a custom batch_sampler
+        return DataLoader(dataset, batch_sampler=loader.batch_sampler, **common)
+    return DataLoader(
+        dataset, batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last, **common
+    )
+
+
+def _loader_options(loader: DataLoader) -> dict[str, Any]:
+    """The DataLoader arguments a rebuilt loader keeps (workers, collate, generator, ...)."""
+    options = dict(
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
@@ -185,12 +228,82 @@ def with_indices(loader: DataLoader) -> DataLoader:
         persistent_workers=loader.persistent_workers,
     )
     if loader.num_workers > 0:
-        common["prefetch_factor"] = loader.prefetch_factor
-    dataset = IndexedDataset(loader.dataset)
-    if loader.batch_size is None:  # a custom batch_sampler
-        return DataLoader(dataset, batch_sampler=loader.batch_sampler, **common)
+        options["prefetch_factor"] = loader.prefetch_factor
+    return options
+
+
+def shard_loader(
+    loader: DataLoader, *, num_replicas: int | None = None, rank: int | None = None, seed: int = 0
+) -> DataLoader:
+    """This rank's share of a training loader: the same loader over a ``DistributedSampler``.
+
+    Rank ``r`` of ``N`` gets the samples ``perm[r::N]`` of a seeded permutation ``perm`` of the
+    dataset (``seed + epoch``: call ``loader.sampler.set_epoch(epoch)`` every epoch, as the trainer
+    does), after dropping its last ``len(dataset) % N`` entries, so every rank has the same number
+    of samples and therefore the same sequence of batch sizes (global-batch CSKD needs equal local
+    batch sizes). The order is shuffled when ``loader`` shuffles (a ``RandomSampler``) and kept
+    when it does not (a ``SequentialSampler``); batch size, ``drop_last``, workers, collate
+    function and generator are kept.
+
+    Args:
+        loader: a DataLoader with a ``RandomSampler``/``SequentialSampler`` (one already built on a
+            ``DistributedSampler`` is returned unchanged).
+        num_replicas: ``N``; the process group's size by default (1 outside torch.distributed).
+        rank: ``r``; this process's rank by default.
+        seed: seed of the permutation (the same on every rank).
+
+    Returns:
+        A DataLoader yielding ``ceil(floor(len(dataset) / N) / batch_size)`` batches per epoch
+        (or ``floor`` with ``drop_last``).
+
+    Raises:
+        ValueError: a custom ``batch_sampler`` or another sampler type (build that loader with a
+            ``DistributedSampler`` yourself), or a bad ``num_replicas``/``rank``.
+
+    Example:
+        >>> data = TensorDataset(torch.arange(10.0), torch.zeros(10, dtype=torch.long))
+        >>> loader = DataLoader(data, batch_size=2, shuffle=True)
+        >>> shards = [shard_loader(loader, num_replicas=3, rank=r) for r in range(3)]
+        >>> [len(s.sampler) for s in shards], [len(s) for s in shards]
+        ([3, 3, 3], [2, 2, 2])
+        >>> seen = [int(v) for s in shards for x, _ in s for v in x]
+        >>> len(seen), len(set(seen))  # disjoint shards; one sample dropped this epoch
+        (9, 9)
+    """
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"loader must be a torch DataLoader, got {type(loader).__name__}")
+    if isinstance(loader.sampler, DistributedSampler):
+        return loader
+    num_replicas = get_world_size() if num_replicas is None else num_replicas
+    rank = get_rank() if rank is None else rank
+    _positive_int(num_replicas, "num_replicas")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+        raise ValueError(f"rank must be an int in [0, {num_replicas}), got {rank!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if loader.batch_size is None:
+        raise ValueError(
+            "loader uses a custom batch_sampler: shard it yourself (e.g. a DistributedSampler inside the batch sampler)"
+        )
+    if not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
+        raise ValueError(
+            f"cannot shard a loader whose sampler is a {type(loader.sampler).__name__}: "
+            "build it with a torch.utils.data.DistributedSampler yourself"
+        )
+    sampler = DistributedSampler(
+        loader.dataset,
+        num_replicas=num_replicas,
+        rank=rank,
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        seed=seed,
+        drop_last=True,
+    )
     return DataLoader(
-        dataset, batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last, **common
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        drop_last=loader.drop_last,
+        **_loader_options(loader),
     )
 
 
@@ -274,6 +387,114 @@ def resolve_device(device: str | torch.device = "cpu") -> torch.device:
             raise ValueError(f"device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
         return torch.device(device)
     raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+
+
+def _world() -> int:
+    """The number of data-parallel ranks (1 outside torch.distributed)."""
+    return get_world_size()
+
+
+@contextlib.contextmanager
+def distributed_session(device: str | torch.device = "cpu") -> Iterator[int]:
+    """Initialise ``torch.distributed`` from torchrun's environment for the duration of a block.
+
+    Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE > 1`` in the environment) and when no
+    process group exists yet, this calls ``init_process_group`` (``env://``: ``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) with ``nccl`` when ``device`` is CUDA (after
+    ``torch.cuda.set_device(LOCAL_RANK)``, or the index of ``"cuda:N"``) and ``gloo`` otherwise,
+    and destroys the group when the block ends. Otherwise (one process, or a group the caller
+    created) it does nothing. Nested sessions are no-ops.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: picks the backend.
+
+    Yields:
+        The world size (1 without torch.distributed).
+
+    Example:
+        >>> with distributed_session("cpu") as world:  # a plain process: nothing to do
+        ...     world
+        1
+    """
+    import torch.distributed as dist
+
+    device = resolve_device(device)
+    raw = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    try:
+        wanted = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable WORLD_SIZE must be an integer, got {raw!r}") from None
+    if wanted <= 1 or not dist.is_available() or dist.is_initialized():
+        yield _world()
+        return
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise RuntimeError(
+            f"WORLD_SIZE={wanted} but {', '.join(missing)} is not set: launch with torchrun "
+            "(e.g. torchrun --standalone --nproc_per_node=2 ...), which sets them"
+        )
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield _world()
+    finally:
+        dist.destroy_process_group()
+
+
+def _process_device(device: torch.device) -> torch.device:
+    """``cuda`` without an index means this process's current device (``cuda:LOCAL_RANK`` under torchrun)."""
+    if device.type == "cuda" and device.index is None and _world() > 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def _on_main(fn):
+    """Run ``fn()`` on rank 0 only and give its (picklable) result to every rank.
+
+    An exception on rank 0 is raised on every rank: a ``ValueError`` with the same message (so the
+    CLI reports it everywhere), anything else as a ``RuntimeError`` on the other ranks.
+    """
+    if _world() == 1:
+        return fn()
+    import torch.distributed as dist
+
+    payload: list[Any] = [None]
+    error = None
+    if get_rank() == 0:
+        try:
+            payload = [("ok", fn())]
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks learn of it
+            error = err
+            payload = [("error", type(err).__name__, str(err))]
+    dist.broadcast_object_list(payload, src=0)
+    if error is not None:
+        raise error
+    if payload[0][0] == "error":
+        _, kind, message = payload[0]
+        if kind == "ValueError":
+            raise ValueError(message)
+        raise RuntimeError(f"rank 0 failed: {kind}: {message}")
+    return payload[0][1]
+
+
+def _broadcast_module(module: nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers with rank 0's (in place; no-op in one process)."""
+    if _world() == 1:
+        return
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+def _all_reduce_sum(values: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    values = values.contiguous()
+    dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
 
 
 def _lr_lambda(schedule: str, total_steps: int):
@@ -386,6 +607,7 @@ class _Run:
         flush_interval_s: float,
         raise_on_interrupt: bool,
         name: str | None,
+        global_batch: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -412,7 +634,31 @@ class _Run:
         if isinstance(flush_interval_s, bool) or not isinstance(flush_interval_s, (int, float)) or flush_interval_s < 0:
             raise ValueError(f"flush_interval_s must be a number >= 0, got {flush_interval_s!r}")
         self.flush_interval_s = float(flush_interval_s)
-        self.device = resolve_device(device)
+        if not isinstance(global_batch, bool):
+            raise TypeError(f"global_batch must be a bool, got {type(global_batch).__name__}")
+        self.device = _process_device(resolve_device(device))
+        self.world = _world()
+        self.main = get_rank() == 0 if self.world > 1 else True
+        self.group = None
+        if global_batch:
+            if self.world == 1:
+                warnings.warn(
+                    "global_batch=True has no effect in a single process: launch with torchrun "
+                    "(--nproc_per_node=N) for global-batch CSKD over N processes",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            elif not method.supports_group:
+                warnings.warn(
+                    f"global_batch=True changes only the CSKD methods; {method.name!r} is computed on each "
+                    "rank's local batch (for CE and KD, means of per-sample terms, that is the same thing)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            else:
+                self.group = default_group()
+        if self.world > 1:
+            train_loader = shard_loader(train_loader, seed=seed if seed is not None else 0)
         self.n_epochs, self.total_steps = _budget(len(train_loader), epochs, max_steps)
         self.steps_per_epoch = len(train_loader)
         _lr_lambda(schedule, self.total_steps)  # validates the name
@@ -428,10 +674,10 @@ class _Run:
         self.train_loader, self.test_loader = train_loader, test_loader
         self.lr, self.momentum, self.weight_decay, self.schedule = float(lr), momentum, weight_decay, schedule
         self.seed = seed
-        self.hooks = _Hooks(callbacks)
+        self.hooks = _Hooks(callbacks if self.main else ())  # callbacks, bars and files: rank 0 only
         self.stop_event = stop_event
         self.raise_on_interrupt = raise_on_interrupt
-        self.progress = progress
+        self.progress = progress if self.main else False
 
         augmented = _data_augmented(train_loader, info)
         if teacher is None:
@@ -466,6 +712,8 @@ class _Run:
             "log_every": log_every,
             "device": str(self.device),
             "teacher_cache": use_cache,
+            "world_size": self.world,
+            "global_batch": global_batch,
         }
         if run_log is None:
             run_log = RunLog({"name": name or method.name, **details})
@@ -476,15 +724,19 @@ class _Run:
             run_log.config["total_steps"] = self.total_steps
             run_log.config["steps_per_epoch"] = self.steps_per_epoch
             run_log.config["device"] = str(self.device)
+            run_log.config["world_size"] = self.world
         self.run_log = run_log
         self.name = name or run_log.name
         self._test_teacher_logits: list[Tensor] | None = None
 
     # -------------------------------------------------------------- diagnostics
     @torch.no_grad()
-    def _step_record(self, step, epoch, student_logits, teacher_logits, targets, terms, loss, lr, elapsed):
+    def _step_record(
+        self, step, epoch, student_logits, teacher_logits, targets, terms, loss, lr, elapsed, reduced=None
+    ):
         """Diagnostics of one logged step. Everything is moved to the CPU first (one transfer;
-        a no-op for CPU runs), then computed with few, small operations."""
+        a no-op for CPU runs), then computed with few, small operations. ``reduced`` (from
+        :meth:`_reduce_step`) replace the local loss, accuracy and agreement values."""
         term_keys = [k for k in terms if k.startswith("loss_")]
         scalars = torch.stack([loss.detach().float(), *(terms[k].detach().float() for k in term_keys)])
         temps = terms.get("temperatures")
@@ -514,9 +766,37 @@ class _Run:
             metrics["mean_temperature"] = stats["mean"]
         else:
             metrics["mean_temperature"] = nan
+        if reduced is not None:
+            metrics.update(reduced)
         metrics["lr"] = lr
         metrics["elapsed_s"] = elapsed
         return StepRecord(step, epoch, metrics, class_cosine, stats, hist)
+
+    @torch.no_grad()
+    def _reduce_step(self, student_logits, teacher_logits, targets, terms, loss, stop: bool):
+        """One all-reduce at a logged step (every rank calls it): the loss terms, accuracy and
+        agreement over all ranks' batches, and whether any rank wants to stop."""
+        keys = [k for k in terms if k.startswith("loss_")]
+        n = targets.shape[0]
+        pred = student_logits.detach().argmax(1)
+        parts = [loss.detach(), *(terms[k].detach() for k in keys)]
+        counts = [(pred == targets).sum()]
+        counts.append((pred == teacher_logits.argmax(1)).sum() if teacher_logits is not None else pred.new_zeros(()))
+        values = torch.stack([p.double() * n for p in parts] + [c.double() for c in counts])
+        values = torch.cat([values, values.new_tensor([float(n), float(stop)])])
+        out = _all_reduce_sum(values).tolist()
+        total = out[-2]
+        scalars = {"loss": out[0] / total, **{k: out[1 + i] / total for i, k in enumerate(keys)}}
+        scalars["train_accuracy"] = out[len(parts)] / total
+        if teacher_logits is not None:
+            scalars["agreement"] = out[len(parts) + 1] / total
+        return scalars, out[-1] > 0
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is true on any rank (a collective; just ``flag`` in one process)."""
+        if self.world == 1:
+            return flag
+        return bool(_all_reduce_sum(torch.tensor([float(flag)], device=self.device)).item() > 0)
 
     @torch.no_grad()
     def _evaluate(self, epoch: int, step: int) -> EvalRecord:
@@ -592,11 +872,12 @@ class _Run:
             self._end(bar, "interrupted")
             if self.raise_on_interrupt:
                 raise
-            print(
-                f"cskd_viz: run {self.name!r} interrupted at step {run_log.progress['step']}; "
-                f"the run log is saved with status 'interrupted'",
-                file=sys.stderr,
-            )
+            if self.main:
+                print(
+                    f"cskd_viz: run {self.name!r} interrupted at step {run_log.progress['step']}; "
+                    f"the run log is saved with status 'interrupted'",
+                    file=sys.stderr,
+                )
             return run_log
         except BaseException:
             self._end(bar, "failed", quiet=True)
@@ -606,6 +887,9 @@ class _Run:
 
     def _end(self, bar, status: str, quiet: bool = False) -> None:
         bar.close()
+        if not self.main:  # other ranks write nothing: only the status is kept, in memory
+            self.run_log.status = status
+            return
         self.run_log.finish(status)
         for hook in self.hooks.train_end:
             if quiet:
@@ -618,7 +902,13 @@ class _Run:
 
     def _loop(self, bar) -> str:
         model, teacher, method, device = self.model, self.teacher, self.method, self.device
-        run_log, hooks = self.run_log, self.hooks
+        run_log, hooks, main, process_group = self.run_log, self.hooks, self.main, self.group
+        distributed = self.world > 1
+        train_model = model
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_model = DistributedDataParallel(model)  # the frozen teacher needs no wrapper
         optimizer = torch.optim.SGD(
             model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
         )
@@ -626,6 +916,7 @@ class _Run:
         groups = optimizer.param_groups
         cache = None
         if self.use_cache:
+            # The whole training set on every rank: a rank's shard changes every epoch.
             cache = TeacherLogitCache.build(teacher, self.train_loader.dataset, device)
             loader = with_indices(self.train_loader)
         else:
@@ -636,13 +927,17 @@ class _Run:
         flush_interval_s = self.flush_interval_s
         step = 0
         last_record = None
+        stop_all = False
+        sampler = getattr(loader, "sampler", None)
         for epoch in range(self.n_epochs):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)  # a new shuffle per epoch for DistributedSampler
             model.train()
             for batch in loader:
                 x = batch[0].to(device, non_blocking=True)
                 y = batch[1].to(device, non_blocking=True)
                 log_now = step == 0 or (step + 1) % log_every == 0 or step + 1 == total_steps
-                student_logits = model(x)
+                student_logits = train_model(x)
                 teacher_logits = None
                 if teacher is not None and (needs_teacher or log_now):
                     if cache is not None:
@@ -650,7 +945,7 @@ class _Run:
                     else:
                         with torch.no_grad():
                             teacher_logits = teacher(x)
-                terms = method(student_logits, teacher_logits, y, extras=log_now)
+                terms = method(student_logits, teacher_logits, y, extras=log_now, group=process_group)
                 loss = total_loss(terms)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -659,9 +954,21 @@ class _Run:
                     group["lr"] = lr
                 optimizer.step()
                 step += 1
-                if log_now:
+                if log_now and distributed:
+                    wants_stop = stop_event is not None and stop_event.is_set()
+                    scalars, stop_all = self._reduce_step(student_logits, teacher_logits, y, terms, loss, wants_stop)
+                if log_now and main:
                     record = self._step_record(
-                        step, epoch, student_logits, teacher_logits, y, terms, loss, lr, time.perf_counter() - start
+                        step,
+                        epoch,
+                        student_logits,
+                        teacher_logits,
+                        y,
+                        terms,
+                        loss,
+                        lr,
+                        time.perf_counter() - start,
+                        scalars if distributed else None,
                     )
                     run_log.log_step(record)
                     last_record = record
@@ -673,25 +980,27 @@ class _Run:
                     if time.perf_counter() - last_flush >= flush_interval_s:
                         run_log.flush(background=True)
                         last_flush = time.perf_counter()
-                if stop_event is not None and stop_event.is_set():
+                # Under DDP the ranks agree on stopping at logged steps only (no collective on others).
+                stop = (log_now and stop_all) if distributed else stop_event is not None and stop_event.is_set()
+                if stop:
                     run_log.set_progress(step, epoch)
                     bar.update(step - bar.n)
                     return "interrupted"
                 if step >= total_steps:
                     break
             bar.update(step - bar.n)
-            record = self._evaluate(epoch, step) if self.test_loader is not None else None
+            record = self._evaluate(epoch, step) if self.test_loader is not None and main else None
             if record is not None:
                 run_log.log_eval(record)
                 if not bar.disable and last_record is not None:
                     bar.set_postfix({**_postfix(last_record.metrics), "test": f"{record.metrics['accuracy']:.3f}"})
             run_log.set_progress(step, epoch)
-            if time.perf_counter() - last_flush >= flush_interval_s:
+            if main and time.perf_counter() - last_flush >= flush_interval_s:
                 run_log.flush(background=True)
                 last_flush = time.perf_counter()
             for hook in hooks.epoch_end:
                 hook(epoch, record)
-            if stop_event is not None and stop_event.is_set():
+            if self._any_rank(stop_event is not None and stop_event.is_set()):
                 return "interrupted"
             if step >= total_steps:
                 break
@@ -839,6 +1148,7 @@ def distill(
     flush_interval_s: float = 1.0,
     raise_on_interrupt: bool = True,
     name: str | None = None,
+    global_batch: bool = False,
 ) -> RunLog:
     """Train ``student`` against a frozen ``teacher`` (``eval()``, ``no_grad``) with a distillation method.
 
@@ -856,7 +1166,12 @@ def distill(
             ``True`` with augmented data is a ``ValueError``.
         info: the :class:`~cskd_viz.data.DatasetInfo` from ``make_loaders`` (for ``augmented``).
         temperature: ``T`` of the diagnostics (per-class cosine, ``d(T)``); the method's by default.
-        Other arguments: as in :func:`train_teacher`.
+        global_batch: under torch.distributed (``N > 1`` ranks), compute the CSKD loss on the
+            global batch of all ranks (``group=`` of :func:`cskd_viz.losses.cskd_loss`) instead of
+            each rank's local batch. In one process it changes nothing (a warning says so); for
+            methods other than CSKD it changes nothing either (a warning says so).
+        Other arguments: as in :func:`train_teacher` (see the module docstring for what changes
+        under torch.distributed).
 
     Returns:
         The :class:`RunLog`.
@@ -902,6 +1217,7 @@ def distill(
         flush_interval_s=flush_interval_s,
         raise_on_interrupt=raise_on_interrupt,
         name=name,
+        global_batch=global_batch,
     ).run()
 
 
@@ -932,6 +1248,8 @@ class RunConfig:
         name: run directory name (``None``: ``<method>-<student>-<dataset>-s<seed>``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
         cache_teacher: see :func:`distill` (``None``: automatic).
+        global_batch: under ``torchrun`` with ``N > 1`` processes, CSKD on the global batch of all
+            processes (``batch_size`` is always the per-process batch); no effect in one process.
 
     Example:
         >>> RunConfig(method="kd", epochs=2).run_name
@@ -966,6 +1284,7 @@ class RunConfig:
     name: str | None = None
     device: str = "cpu"
     cache_teacher: bool | None = None
+    global_batch: bool = False
 
     def __post_init__(self) -> None:
         from cskd_viz._validation import check_scalar, check_temperature_range
@@ -1022,6 +1341,8 @@ class RunConfig:
             )
         if self.cache_teacher is not None and not isinstance(self.cache_teacher, bool):
             raise TypeError(f"cache_teacher must be True, False or None, got {self.cache_teacher!r}")
+        if not isinstance(self.global_batch, bool):
+            raise TypeError(f"global_batch must be True or False, got {self.global_batch!r}")
 
     @property
     def cswt(self) -> bool:
@@ -1071,6 +1392,7 @@ class RunConfig:
             lr=self.teacher_lr or self.lr,
             name=f"teacher-{self.teacher}-{self.dataset}-s{self.seed}-{digest}",
             cache_teacher=None,
+            global_batch=False,
         )
 
 
@@ -1099,7 +1421,11 @@ def _reusable_teacher(path: Path, config: RunConfig) -> bool:
     except ValueError:
         return False
     wanted = config.to_dict()
-    return log.status == "finished" and all(log.config.get(k) == v for k, v in wanted.items() if k != "device")
+    # device and global_batch do not change what a CE teacher run learns (runs older than the
+    # global_batch field lack it).
+    return log.status == "finished" and all(
+        log.config.get(k) == v for k, v in wanted.items() if k not in ("device", "global_batch")
+    )
 
 
 def run_experiment(
@@ -1119,6 +1445,12 @@ def run_experiment(
     same settings, or train one now with CE and save it); build the student; train it
     (:func:`distill`, or :func:`train_teacher` when ``teacher`` is ``None``), logging to
     ``runs_dir/<name>/``; save the trained weights as ``model.pt`` (``{"model": state_dict}``).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every process calls this with the same config: it
+    initialises the process group (:func:`distributed_session`) unless one exists, trains with
+    DDP on sharded data, and only rank 0 writes the run directory and ``model.pt`` (see the
+    module docstring). Every rank returns a :class:`RunLog` with the same status; rank 0's holds
+    the records and its ``path``, the others' are in memory.
 
     Args:
         config: the :class:`RunConfig`.
@@ -1140,15 +1472,41 @@ def run_experiment(
         ...     log.status, log.config["method"], (log.path / "model.pt").is_file()
         ('finished', 'kd', True)
     """
-    from cskd_viz.data import make_loaders
-    from cskd_viz.models import get_model
-
     if not isinstance(config, RunConfig):
         raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
     runs_dir = Path(runs_dir)
     if runs_dir.exists() and not runs_dir.is_dir():
         raise ValueError(f"runs_dir {runs_dir} exists and is not a directory")
-    device = resolve_device(config.device)
+    resolve_device(config.device)
+    with distributed_session(config.device):
+        return _run_experiment(
+            config,
+            runs_dir,
+            callbacks,
+            stop_event,
+            progress=progress,
+            overwrite=overwrite,
+            raise_on_interrupt=raise_on_interrupt,
+        )
+
+
+def _run_experiment(
+    config: RunConfig,
+    runs_dir: Path,
+    callbacks: Sequence[Any],
+    stop_event: threading.Event | None,
+    *,
+    progress: bool | None,
+    overwrite: bool,
+    raise_on_interrupt: bool,
+) -> RunLog:
+    """:func:`run_experiment` once the process group (if any) exists."""
+    from cskd_viz.data import make_loaders
+    from cskd_viz.models import get_model
+
+    device = _process_device(resolve_device(config.device))
+    distributed = _world() > 1
+    main = get_rank() == 0 if distributed else True
     train_loader, test_loader, info = make_loaders(config.dataset, batch_size=config.batch_size, seed=config.seed)
 
     teacher = None
@@ -1160,7 +1518,8 @@ def run_experiment(
         else:
             teacher_run = config.teacher_config()
             teacher_dir = runs_dir / teacher_run.run_name
-            if not _reusable_teacher(teacher_dir, teacher_run):
+            # Decided on rank 0 (the one that writes runs) so that every rank takes the same branch.
+            if not _on_main(lambda: _reusable_teacher(teacher_dir, teacher_run)):
                 teacher_log = run_experiment(
                     teacher_run,
                     runs_dir,
@@ -1173,14 +1532,20 @@ def run_experiment(
                 if teacher_log.status != "finished":
                     return teacher_log
             teacher_source = str(teacher_dir / "model.pt")
-        load_checkpoint(teacher, teacher_source, map_location="cpu")
+
+        def load_teacher() -> None:
+            load_checkpoint(teacher, teacher_source, map_location="cpu")
+
+        _on_main(load_teacher)  # under DDP: read on rank 0, weights broadcast to the others
+        if distributed:
+            _broadcast_module(teacher.to(device))
 
     torch.manual_seed(config.seed)
     student = get_model(config.student, info.num_classes, info.input_shape)
-    path = _unique_dir(runs_dir, config.run_name, overwrite)
+    path = _on_main(lambda: _unique_dir(runs_dir, config.run_name, overwrite))
     run_log = RunLog(
         {**config.to_dict(), "name": path.name, "teacher_source": teacher_source, "info": dataclasses.asdict(info)},
-        path=path,
+        path=path if main else None,
     )
     common = dict(
         epochs=config.epochs,
@@ -1212,9 +1577,10 @@ def run_experiment(
                 cache_teacher=config.cache_teacher,
                 info=info,
                 temperature=config.temperature,
+                global_batch=config.global_batch,
                 **common,
             )
     finally:
-        if run_log.status in ("finished", "interrupted"):
+        if main and run_log.status in ("finished", "interrupted"):
             save_checkpoint(student, path / "model.pt")
     return run_log

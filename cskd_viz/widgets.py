@@ -202,7 +202,7 @@ class TemperatureTuner(_Displayable):
         self.redraws = 0
         self.last_redraw_s = float("nan")
 
-        common = {"continuous_update": continuous_update, "style": {"description_width": "60px"}}
+        common = {"continuous_update": continuous_update, "style": {"description_width": "72px"}}
         slider_layout = widgets.Layout(width="330px")
         self.t_slider = widgets.FloatSlider(
             value=temperature, min=t_min, max=t_max, step=0.1, description="T", layout=slider_layout, **common

@@ -102,7 +102,7 @@ def test_make_loaders_unknown_name_lists_valid_names():
 
 
 def test_load_datasets_rejects_unknown_options_and_bad_seed():
-    with pytest.raises(TypeError, match=r"'digits' takes the options \['test_fraction'\].*train_size"):
+    with pytest.raises(TypeError, match=r"'digits' takes the options \['test_fraction', 'split_seed'\].*train_size"):
         load_datasets("digits", train_size=10)
     with pytest.raises(TypeError, match="seed must be an int"):
         load_datasets("digits", seed=1.5)

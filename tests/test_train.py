@@ -175,7 +175,7 @@ def test_frames_of_a_cswt_run(digits, teacher):
     assert temps["min"].ge(2.0 - 1e-6).all() and temps["max"].le(6.0 + 1e-6).all()
     counts = log.temperature_hist.groupby("step")["count"].sum()
     assert (counts == 64).all()
-    assert log.evals["epoch"].tolist() == [0, 1] and log.evals["step"].tolist() == [22, 25]
+    assert log.evals["epoch"].tolist() == [0, 1] and log.evals["step"].tolist() == [21, 25]
     assert log.evals["teacher_accuracy"].nunique() == 1
     assert log.status == "finished" and log.progress["step"] == 25
 
