@@ -242,8 +242,8 @@ def shard_loader(
     does), after dropping its last ``len(dataset) % N`` entries, so every rank has the same number
     of samples and therefore the same sequence of batch sizes (global-batch CSKD needs equal local
     batch sizes). The order is shuffled when ``loader`` shuffles (a ``RandomSampler``) and kept
-    when it does not (a ``SequentialSampler``); batch size, ``drop_last``, workers, collate
-    function and generator are kept.
+    when it does not (a ``SequentialSampler``); batch size, ``drop_last`` (unless the shard is
+    smaller than one batch), workers, collate function and generator are kept.
 
     Args:
         loader: a DataLoader with a ``RandomSampler``/``SequentialSampler`` (one already built on a
@@ -302,7 +302,8 @@ def shard_loader(
         loader.dataset,
         batch_size=loader.batch_size,
         sampler=sampler,
-        drop_last=loader.drop_last,
+        # A shard smaller than one batch keeps its only, partial batch (as make_loaders does).
+        drop_last=loader.drop_last and len(sampler) >= loader.batch_size,
         **_loader_options(loader),
     )
 

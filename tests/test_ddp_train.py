@@ -193,6 +193,11 @@ def test_shard_loader_keeps_order_and_settings():
     assert shard_loader(sharded) is sharded  # already distributed: unchanged
     whole = shard_loader(_loader(7))  # outside torch.distributed: one shard with everything
     assert sorted(int(v) for x, _ in whole for v in x) == list(range(7))
+    data = TensorDataset(torch.zeros(9), torch.zeros(9, dtype=torch.long))
+    dropping = DataLoader(data, batch_size=2, shuffle=True, drop_last=True)
+    assert len(shard_loader(dropping, num_replicas=WORLD, rank=0)) == 2  # 4 samples: 2 full batches
+    tiny = DataLoader(data, batch_size=8, shuffle=True, drop_last=True)
+    assert len(shard_loader(tiny, num_replicas=WORLD, rank=0)) == 1  # 4 < 8: the partial batch stays
 
 
 def test_shard_loader_rejects_what_it_cannot_shard():
