@@ -25,32 +25,34 @@ def _check_structure(logits: Tensor, name: str) -> None:
         raise ValueError(f"{name} has no classes: shape {tuple(logits.shape)}, need C >= 1")
 
 
-def _finite_extremes(logits: Tensor) -> Tensor:
-    """``isfinite`` of ``(min, max)``, read in one pass: a NaN propagates into both, an infinity is one of them.
+def _all_finite(*tensors: Tensor) -> list[bool]:
+    """Per tensor, whether every entry is finite: one ``aminmax`` pass each, one read-back for all.
 
-    (``torch.isfinite(x).all()`` reads ``x`` and writes a full-size mask: two passes.)
+    A NaN propagates into the extremes and an infinity is one of them, so checking the two extremes
+    is enough (``torch.isfinite(x).all()`` reads ``x`` and writes a full-size mask).
     """
-    return torch.isfinite(torch.stack(torch.aminmax(logits.detach())))
+    extremes = torch.stack([value for x in tensors for value in torch.aminmax(x.detach())]).tolist()
+    return [math.isfinite(extremes[2 * i]) and math.isfinite(extremes[2 * i + 1]) for i in range(len(tensors))]
 
 
 def check_logits(logits: Tensor, name: str) -> None:
     """Raise if ``logits`` is not a finite, floating ``(B, C)`` tensor with ``B, C >= 1``."""
     _check_structure(logits, name)
-    if not bool(_finite_extremes(logits).all()):
+    if not _all_finite(logits)[0]:
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def check_pair(student_logits: Tensor, teacher_logits: Tensor) -> None:
     """Validate both logit tensors and that their shapes agree.
 
-    Same checks as :func:`check_logits` on each, with one synchronisation for both tensors.
+    Same checks as :func:`check_logits` on each, with one read-back for both tensors.
     """
     _check_structure(student_logits, "student_logits")
     _check_structure(teacher_logits, "teacher_logits")
-    finite = torch.stack((_finite_extremes(student_logits), _finite_extremes(teacher_logits)))
-    if not bool(finite.all()):
-        name = "student_logits" if not bool(finite[0].all()) else "teacher_logits"
-        raise ValueError(f"{name} contains NaN or infinite values")
+    finite = _all_finite(student_logits, teacher_logits)
+    for name, ok in zip(("student_logits", "teacher_logits"), finite, strict=True):
+        if not ok:
+            raise ValueError(f"{name} contains NaN or infinite values")
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
             "student_logits and teacher_logits must have the same shape, got "

@@ -20,13 +20,14 @@ the *global* batch of all ranks; see :mod:`cskd_viz.distributed`.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cskd_viz._fused import shifted_logits, weighted_batch_cosine_distance
+from cskd_viz._fused import ShiftedLogits, weighted_batch_cosine_distance
 from cskd_viz._validation import (
     Temperature,
     check_pair,
@@ -50,6 +51,8 @@ __all__ = [
 
 
 def _as_compute(student_logits: Tensor, teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+    if student_logits.dtype == teacher_logits.dtype and student_logits.dtype in (torch.float32, torch.float64):
+        return student_logits, teacher_logits  # the common case, without two no-op dispatches
     dtype = compute_dtype(student_logits, teacher_logits)
     return student_logits.to(dtype), teacher_logits.to(dtype)
 
@@ -142,36 +145,31 @@ def _per_sample_cosine(student_logits: Tensor, teacher_logits: Tensor, temperatu
 
     Cosine is scale invariant, so the softmax normalisation is skipped: the rows compared are
     ``exp((z_i - max_j z_ij) / T)``, whose largest entry is 1 (norm ``>= 1``: no underflow, no zero
-    division). One ``exp`` per element, both sides in one ``(2, B, C)`` buffer.
+    division); see :meth:`cskd_viz._fused.ShiftedLogits.row_cosines`.
     """
-    rows = shifted_logits(student_logits, teacher_logits)
     if isinstance(temperature, Tensor):
-        rows.div_(temperature.detach().to(rows.dtype).unsqueeze(1))
-    elif temperature != 1.0:
-        rows.div_(temperature)
-    return _cosine_of_rows(rows.exp_())
+        temperature = temperature.detach().to(student_logits.dtype)
+    return ShiftedLogits(student_logits, teacher_logits).row_cosines(temperature)
 
 
-def _cosine_of_rows(rows: Tensor) -> Tensor:
-    """``(B,)`` cosines of ``rows[0, i]`` and ``rows[1, i]`` for a ``(2, B, C)`` tensor with row maxima 1 (consumed)."""
-    norms = torch.linalg.vector_norm(rows, dim=2)
-    return rows[0].mul_(rows[1]).sum(1).div_(norms[0] * norms[1]).clamp_(0.0, 1.0)
-
-
-def _cswt_from_cosines(cosines: Tensor, t_low: float, t_high: float) -> Tensor:
+def _cswt_from_cosines(cosines: Tensor, t_low: float, t_high: float, out: Tensor | None = None) -> Tensor:
     """Map per-sample cosines ``(B,)`` to temperatures in ``[t_low, t_high]`` (midpoint if no spread).
 
     ``T_i = t_low + (t_high - t_low) * (max(s) - s_i) / (max(s) - min(s))``. A spread within
     rounding noise (``64 eps`` of the dtype, e.g. identical student and teacher rows whose cosines
     differ only in the last bits) counts as no spread: otherwise the noise alone would send samples
-    to ``t_low``/``t_high`` and depend on the summation order. Reads the extremes back to the host
-    once (the loss's input validation synchronises anyway); a handful of ops, for small batches.
+    to ``t_low``/``t_high`` and depend on the summation order. Reads the two extremes back to the
+    host (the losses' input validation synchronises anyway): a handful of ops, for small batches.
+    ``out``: optional ``(B,)`` tensor to write the temperatures into.
     """
-    low, high = torch.aminmax(cosines)
-    s_min, s_max, spread = torch.stack((low, high, high - low)).tolist()  # spread rounded in the dtype
+    s_min, s_max = torch.stack(torch.aminmax(cosines)).tolist()
+    spread = s_max - s_min  # exact for float64; rounded like the dtype's own subtraction for float32:
+    if cosines.dtype != torch.float64:
+        spread = struct.unpack("f", struct.pack("f", spread))[0]
     if not spread > 64 * torch.finfo(cosines.dtype).eps:
-        return torch.full_like(cosines, (t_low + t_high) / 2)
-    temperatures = torch.sub(s_max, cosines).mul_((t_high - t_low) / spread).add_(t_low)
+        return torch.full_like(cosines, (t_low + t_high) / 2) if out is None else out.fill_((t_low + t_high) / 2)
+    # (s_i - max) * -(range / spread) + t_low: exactly t_low for the most similar sample
+    temperatures = torch.sub(cosines, s_max, out=out).mul_(-(t_high - t_low) / spread).add_(t_low)
     return temperatures.clamp_(t_low, t_high)  # rounding can overshoot t_high by an ulp
 
 
@@ -345,11 +343,13 @@ def cskd_loss(
             student_logits, teacher_logits, stacked, stacked.new_full((1,), temperature**2)
         )
     with torch.no_grad():
-        shifted = shifted_logits(student_logits, teacher_logits)  # (2, B, C), shared by both passes
-        temperatures = _cswt_from_cosines(_cosine_of_rows(torch.exp(shifted)), t_low, t_high)  # s_i at T = 1
-        stacked = torch.stack((torch.full_like(temperatures, temperature), temperatures)).unsqueeze_(2)  # (2, B, 1)
-        weights = torch.cat((temperatures.new_full((1,), temperature**2), temperatures.mean(0, keepdim=True).square_()))
-    return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, weights, shifted)
+        shifted = ShiftedLogits(student_logits, teacher_logits)  # shared by both passes
+        temperatures = student_logits.new_empty((2, student_logits.shape[0], 1))  # [T, T_i], (2, B, 1)
+        fixed, per_sample = temperatures.unbind(0)
+        fixed.fill_(temperature)
+        _cswt_from_cosines(shifted.row_cosines(), t_low, t_high, out=per_sample.squeeze(1))  # s_i at T = 1
+        weights = temperatures.mean((1, 2)).square_()  # [T^2, mean(T_i)^2]
+    return weighted_batch_cosine_distance(student_logits, teacher_logits, temperatures, weights, shifted)
 
 
 def dist_loss(
