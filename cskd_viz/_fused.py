@@ -77,13 +77,18 @@ class ShiftedLogits:
             self.logits = (student, teacher)
             self.row_max = (student.amax(1, keepdim=True), teacher.amax(1, keepdim=True))
 
-    def rows(self, rows: slice | None = None) -> Tensor:
-        """``(2, n, C)`` for the rows ``rows`` (``None``: all). Small inputs: a view, not to be modified."""
+    def rows(self, rows: slice | None = None, scratch: Tensor | None = None) -> Tensor:
+        """``(2, n, C)`` for the rows ``rows`` (``None``: all).
+
+        Small inputs: a view, not to be modified. Large ones: a new tensor, or the first ``n`` rows of
+        ``scratch`` (a ``(2, >= n, C)`` buffer reused from block to block: no allocation per block).
+        """
         if self.whole is not None:
             return self.whole if rows is None else self.whole[:, rows]
         rows = slice(None) if rows is None else rows
         student, teacher = self.logits
-        out = student.new_empty((2, student[rows].shape[0], self.classes))
+        n = student[rows].shape[0]
+        out = student.new_empty((2, n, self.classes)) if scratch is None else scratch[:, :n]
         for side in (0, 1):
             torch.sub(self.logits[side][rows], self.row_max[side][rows], out=out[side])
         return out
@@ -100,14 +105,18 @@ class ShiftedLogits:
         Cosine is scale invariant, so the softmax normalisation is skipped: the rows compared are
         ``exp(shifted / T)``, whose largest entry is 1 (norm ``>= 1``: no underflow, no zero division).
         """
-        cosines = []
+        per_row = isinstance(temperature, Tensor)
+        if self.whole is not None:  # small: the shared shifted logits are not modified
+            if per_row or temperature != 1.0:
+                return _cosine_of_rows(self.whole.div(temperature.view(1, -1, 1) if per_row else temperature).exp_())
+            return _cosine_of_rows(self.whole.exp())
+        cosines, scratch = [], None
         for rows in _row_blocks(self.batch, 2 * self.classes):
-            block = self.rows(rows)
-            fresh = self.whole is None  # blocks of a large input are new tensors: fine to modify in place
-            if isinstance(temperature, Tensor) or temperature != 1.0:
-                per_row = isinstance(temperature, Tensor)
-                block, fresh = block / (_take(temperature.view(1, -1, 1), rows) if per_row else temperature), True
-            cosines.append(_cosine_of_rows(block.exp_() if fresh else block.exp()))
+            block = self.rows(rows, scratch)  # a block of our own: modified in place
+            scratch = block if scratch is None else scratch
+            if per_row or temperature != 1.0:
+                block.div_(_take(temperature.view(1, -1, 1), rows) if per_row else temperature)
+            cosines.append(_cosine_of_rows(block.exp_()))
         return cosines[0] if len(cosines) == 1 else torch.cat(cosines)
 
 
@@ -118,15 +127,11 @@ def _cosine_of_rows(rows: Tensor) -> Tensor:
     return rows_s.mul_(rows_t).sum(1).div_(norm_s * norm_t).clamp_(0.0, 1.0)
 
 
-def _softmax_and_products(shifted: Tensor, temperatures: Tensor, p=None, row_sum=None, products=None):
-    """``p = softmax(shifted / T_k)`` ``(2, K, rows, C)``, its row sums, and ``[p_s^2, p_t p_s]``.
-
-    Written into ``p``, ``row_sum``, ``products`` when given (blocks of preallocated tensors).
-    """
+def _softmax(shifted: Tensor, temperatures: Tensor, p=None, row_sum=None) -> tuple[Tensor, Tensor]:
+    """``p = softmax(shifted / T_k)``, ``(2, K, rows, C)``, and its row sums (into ``p``/``row_sum`` if given)."""
     p = torch.div(shifted.unsqueeze(1), temperatures, out=p).exp_()  # one exp per element
     row_sum = torch.sum(p, 3, keepdim=True, out=row_sum)  # >= 1: the row maximum contributes exp(0)
-    p.div_(row_sum)
-    return p, row_sum, torch.mul(p, p[0], out=products)
+    return p.div_(row_sum), row_sum
 
 
 def _log_space_directions(
@@ -148,47 +153,49 @@ class _WeightedBatchCosineDistance(torch.autograd.Function):
         # Column statistics keep their batch dimension: (K, 1, C).
         batch, classes = student.shape
         blocks = _row_blocks(batch, 2 * temperatures.shape[0] * classes)
-        teacher_needs_grad = ctx.needs_input_grad[1]
-        if blocks == [None]:
-            p = row_sum = products = None  # allocated by the ops themselves
-        else:
-            p = student.new_empty((2, temperatures.shape[0], batch, classes))  # probabilities
-            products = torch.empty_like(p)  # [a^2, a b], kept for the backward
-            row_sum = student.new_empty((*p.shape[:3], 1))
-        sums = teacher_squares = None  # column sums [|a|^2, <a, b>] (2, K, 1, C) and |b|^2 (K, 1, C)
+        blocked = blocks != [None]
+        # Without a teacher gradient the teacher's p is not needed after its squares: the product
+        # a b (the other tensor the backward needs) overwrites it, and only p is kept.
+        separate_cross = ctx.needs_input_grad[1]
+        p = student.new_empty((2, temperatures.shape[0], batch, classes)) if blocked else None
+        row_sum = student.new_empty((*p.shape[:3], 1)) if blocked else None
+        cross = torch.empty_like(p[0]) if blocked and separate_cross else None
+        squares_sum = dot = shifted_buffer = squares_buffer = None  # [|a|^2, |b|^2] (2, K, 1, C), <a, b> (K, 1, C)
         for rows in blocks:
-            outs = (None, None, None) if rows is None else (p[:, :, rows], row_sum[:, :, rows], products[:, :, rows])
-            block_p, block_sum, block_products = _softmax_and_products(
-                shifted.rows(rows), _take(temperatures, rows), *outs
+            block_shifted = shifted.rows(rows, shifted_buffer)
+            block_p, block_sum = _softmax(
+                block_shifted, _take(temperatures, rows), *(p[:, :, rows], row_sum[:, :, rows]) if blocked else ()
             )
-            if rows is None:
-                p, row_sum, products = block_p, block_sum, block_products
-            # without a teacher gradient the teacher's p is not needed any more: square it in place
-            block_squares = block_p[1].square() if teacher_needs_grad else block_p[1].square_()
-            block_sums, block_squares = block_products.sum(2, keepdim=True), block_squares.sum(1, keepdim=True)
-            if sums is None:
-                sums, teacher_squares = block_sums, block_squares
+            if blocked and squares_buffer is None:  # buffers reused by every block
+                shifted_buffer, squares_buffer = block_shifted, torch.empty_like(block_p)
+            block_squares = torch.square(block_p, out=squares_buffer[:, :, : block_p.shape[2]] if blocked else None)
+            if separate_cross:
+                block_cross = torch.mul(block_p[0], block_p[1], out=_take(cross, rows) if blocked else None)
             else:
-                sums.add_(block_sums)
-                teacher_squares.add_(block_squares)
+                block_cross = block_p[1].mul_(block_p[0])
+            if not blocked:
+                p, row_sum, cross = block_p, block_sum, block_cross
+            block_squares, block_dot = block_squares.sum(2, keepdim=True), block_cross.sum(1, keepdim=True)
+            if squares_sum is None:
+                squares_sum, dot = block_squares, block_dot
+            else:
+                squares_sum.add_(block_squares)
+                dot.add_(block_dot)
+        if not separate_cross:
+            cross = p[1]
         directions = p
         threshold = batch * torch.finfo(p.dtype).tiny * 2.0**64
-        if float(torch.minimum(sums[0], teacher_squares).amin()) <= threshold:  # rare classes: exact directions
-            unsafe = (sums[0] <= threshold) | (teacher_squares <= threshold)  # (K, 1, C)
-            columns = unsafe.flatten(0, 1).any(0).nonzero().squeeze(1)
-            if not teacher_needs_grad:  # undo the in-place square: the teacher's p, from the logits again
+        if float(squares_sum.amin()) <= threshold:  # rarely predicted classes: exact directions
+            columns = (squares_sum <= threshold).flatten(0, 2).any(0).nonzero().squeeze(1)
+            if not separate_cross:  # p[1] holds a b: the teacher's p, from the logits again
                 torch.exp(torch.div(shifted.rows()[1], temperatures).sub_(row_sum[1].log()), out=p[1])
             directions = _log_space_directions(p, shifted, temperatures, row_sum, columns)
-            products = directions * directions[0]
-            sums = products.sum(2, keepdim=True)
-            teacher_squares = directions[1].square().sum(1, keepdim=True)
-        student_squares, cosine = sums.unbind(0)
+            cross = directions[0] * directions[1]
+            squares_sum, dot = directions.square().sum(2, keepdim=True), cross.sum(1, keepdim=True)
         # |a_j| |b_j| as one square root: identical columns then give a cosine within 1 ulp of 1
-        norm_products = (student_squares * teacher_squares).sqrt_()
-        cosine.div_(norm_products)
-        ctx.save_for_backward(
-            p, directions, products, cosine, student_squares, teacher_squares, norm_products, temperatures, weights
-        )
+        norm_products = squares_sum.prod(0).sqrt_()
+        cosine = dot.div_(norm_products)
+        ctx.save_for_backward(p, directions, cross, cosine, squares_sum, norm_products, temperatures, weights)
         return weights @ (1.0 - cosine.mean((1, 2)))
 
     @staticmethod
@@ -200,30 +207,30 @@ class _WeightedBatchCosineDistance(torch.autograd.Function):
                 "batch_cosine_distance/cskd_loss use a fused backward that is differentiable once; "
                 "double backward (create_graph=True) is not supported"
             )
-        p, directions, products, cosine, student_squares, teacher_squares, norm_products, temperatures, weights = (
-            ctx.saved_tensors
-        )
+        p, directions, cross, cosine, squares_sum, norm_products, temperatures, weights = ctx.saved_tensors
         # the scalar factors grad * w_k / C, folded into the per-row 1 / T_k
         row_scale = (grad / cosine.shape[2] * weights).view(-1, 1, 1) / temperatures  # (K, B or 1, 1)
         blocks = _row_blocks(p.shape[2], p[:, :, 0].numel())
+        blocked = blocks != [None]
         grads = []
         for side in (0, 1):
             if not ctx.needs_input_grad[side]:
                 grads.append(None)
                 continue
-            if side == 0:
-                squares, own_squares = products[0], student_squares
-            else:
-                squares, own_squares = directions[1].square(), teacher_squares
-            ratio = cosine / own_squares
-            grad_z = None if blocks == [None] else p.new_empty(p.shape[2:])
+            ratio = cosine / squares_sum[side]
+            grad_z = p.new_empty(p.shape[2:]) if blocked else None
+            h_buffer = None  # one (K, rows, C) buffer for all the blocks
             for rows in blocks:
-                # h / coef = c a^2 / |a|^2 - a b / (|a| |b|), built in place in one (K, rows, C) buffer
-                h = torch.mul(_take(squares, rows), ratio)
-                h.addcdiv_(_take(products[1], rows), norm_products, value=-1.0)
+                # h / coef = c a^2 / |a|^2 - a b / (|a| |b|), built in place
+                block_directions = _take(directions[side], rows)
+                if blocked and h_buffer is None:
+                    h_buffer = torch.empty_like(block_directions)
+                h = torch.square(block_directions, out=h_buffer[:, : block_directions.shape[1]] if blocked else None)
+                h.mul_(ratio)
+                h.addcdiv_(_take(cross, rows), norm_products, value=-1.0)
                 h.addcmul_(_take(p[side], rows), h.sum(2, keepdim=True), value=-1.0)  # d/d(z / T)
                 scale = _take(row_scale, rows)
-                if grad_z is None:  # the whole batch at once (small input): fewest ops
+                if not blocked:  # the whole batch at once (small input): fewest ops
                     h.mul_(scale)  # sum_k coef_k h_k / T_k
                     grad_z = h.squeeze(0) if h.shape[0] == 1 else h.sum(0)
                     continue

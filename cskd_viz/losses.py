@@ -303,7 +303,8 @@ def cskd_loss(
     cswt: bool = True,
     *,
     group: Any = None,
-) -> Tensor:
+    return_temperatures: bool = False,
+) -> Tensor | tuple[Tensor, Tensor | None]:
     """The CSKD loss ``T^2 d(T) + mean(T_i)^2 d(T_i)`` (second term only with ``cswt=True``).
 
     ``d`` is :func:`batch_cosine_distance` and ``T_i`` are :func:`cswt_temperatures`, a
@@ -318,9 +319,12 @@ def cskd_loss(
         cswt: add the cosine-similarity-weighted-temperature term.
         group: optional process group: compute the loss on the global batch (the DDP-averaged
             gradient then equals the single-process gradient on the concatenated batch).
+        return_temperatures: also return the ``(B,)`` CSWT temperatures the loss used (detached;
+            this rank's rows under ``group``; ``None`` with ``cswt=False``), so a trainer can log
+            them without computing them twice.
 
     Returns:
-        A scalar tensor.
+        A scalar tensor, or ``(loss, temperatures)`` with ``return_temperatures=True``.
 
     Example:
         >>> z = torch.randn(8, 5)
@@ -339,9 +343,10 @@ def cskd_loss(
         student_logits, teacher_logits = gather_batch(student_logits, teacher_logits, group=group)
     if not cswt:
         stacked = _stack_temperatures(temperature, student_logits)
-        return weighted_batch_cosine_distance(
+        loss = weighted_batch_cosine_distance(
             student_logits, teacher_logits, stacked, stacked.new_full((1,), temperature**2)
         )
+        return (loss, None) if return_temperatures else loss
     with torch.no_grad():
         shifted = ShiftedLogits(student_logits, teacher_logits)  # shared by both passes
         temperatures = student_logits.new_empty((2, student_logits.shape[0], 1))  # [T, T_i], (2, B, 1)
@@ -349,7 +354,15 @@ def cskd_loss(
         fixed.fill_(temperature)
         _cswt_from_cosines(shifted.row_cosines(), t_low, t_high, out=per_sample.squeeze(1))  # s_i at T = 1
         weights = temperatures.mean((1, 2)).square_()  # [T^2, mean(T_i)^2]
-    return weighted_batch_cosine_distance(student_logits, teacher_logits, temperatures, weights, shifted)
+    loss = weighted_batch_cosine_distance(student_logits, teacher_logits, temperatures, weights, shifted)
+    if not return_temperatures:
+        return loss
+    used = temperatures[1, :, 0]
+    if group is not None:
+        from cskd_viz.distributed import local_rows
+
+        used = local_rows(used, group)
+    return loss, used.clone()
 
 
 def dist_loss(

@@ -258,16 +258,19 @@ class CSKD(Method):
     def _method_terms(
         self, student_logits: Tensor, teacher_logits: Tensor, extras: bool, group: Any = None
     ) -> dict[str, Tensor]:
-        loss = losses.cskd_loss(
-            student_logits, teacher_logits, self.temperature, self.t_low, self.t_high, cswt=self.cswt, group=group
+        loss, temperatures = losses.cskd_loss(
+            student_logits,
+            teacher_logits,
+            self.temperature,
+            self.t_low,
+            self.t_high,
+            cswt=self.cswt,
+            group=group,
+            return_temperatures=True,
         )
         terms = {"loss_cskd": _weighted(self.w_kd, loss)}
-        if self.cswt and extras:
-            # The same (deterministic, gradient-free) computation cskd_loss does internally
-            # (with a group: this rank's slice of the global batch's temperatures).
-            terms["temperatures"] = losses.cswt_temperatures(
-                student_logits, teacher_logits, self.t_low, self.t_high, group=group
-            )
+        if temperatures is not None and extras:
+            terms["temperatures"] = temperatures  # the ones the loss used (this rank's rows under a group)
         return terms
 
 

@@ -751,3 +751,12 @@ def test_dist_bad_weights_raise(kwargs, error, pattern):
 def test_exact_cosine_bad_input_raises(a, b, kwargs, error, pattern):
     with pytest.raises(error, match=pattern):
         exact_cosine(a, b, **kwargs)
+
+
+def test_cskd_loss_returns_the_temperatures_it_used(logits):
+    student, teacher = logits
+    loss, used = losses.cskd_loss(student, teacher, return_temperatures=True)
+    assert torch.equal(loss, losses.cskd_loss(student, teacher))
+    assert torch.allclose(used, losses.cswt_temperatures(student, teacher)) and used.grad_fn is None
+    loss_off, none = losses.cskd_loss(student, teacher, cswt=False, return_temperatures=True)
+    assert none is None and torch.equal(loss_off, losses.cskd_loss(student, teacher, cswt=False))
