@@ -8,10 +8,12 @@ CSKD (Ham et al., "Cosine Similarity Knowledge Distillation for Individual Class
 Transfer", arXiv:2311.14307) compares *batch predictions*, the columns ``P[:, j]``, by cosine
 similarity, and re-weights the temperature per sample by the student-teacher similarity (CSWT).
 
-Numerics: every cosine is computed on vectors rescaled so their largest entry is 1, in log space
-(``exp(log P - max log P)``). Cosine is scale invariant, so this is exact, and a column whose
-probabilities are all ~1e-30 keeps its direction instead of underflowing to zero. No ``eps`` is
-added to norms. float64 inputs are computed in float64; fp16/bf16/fp32 in float32.
+Numerics: cosine is scale invariant, so a column whose probabilities are all tiny is rescaled so
+its largest entry is 1, in log space (``exp(log P - max log P)``): a column whose probabilities are
+all ~1e-30 keeps its direction instead of underflowing to zero. (The fused CSKD kernel in
+:mod:`cskd_viz._fused` does this for exactly the columns whose squares would come near the
+underflow range and uses the probabilities as they are for the others, which is equally exact.)
+No ``eps`` is added to norms. float64 inputs are computed in float64; fp16/bf16/fp32 in float32.
 
 Every function validates its input and raises ``ValueError``/``TypeError`` naming the argument.
 With ``group`` (a ``torch.distributed`` process group) the batch-level quantities are computed on
