@@ -192,8 +192,15 @@ class _WeightedBatchCosineDistance(torch.autograd.Function):
             directions = _log_space_directions(p, shifted, temperatures, row_sum, columns)
             cross = directions[0] * directions[1]
             squares_sum, dot = directions.square().sum(2, keepdim=True), cross.sum(1, keepdim=True)
-        # |a_j| |b_j| as one square root: identical columns then give a cosine within 1 ulp of 1
-        norm_products = squares_sum.prod(0).sqrt_()
+        # |a_j| |b_j| as one square root: identical columns then give a cosine within 1 ulp of 1.
+        # The product of two small (normal) sums of squares can still underflow (float64: 1e-174 *
+        # 1e-178); those columns take the two square roots separately.
+        squares_product = squares_sum.prod(0)
+        norm_products = torch.where(
+            squares_product >= torch.finfo(p.dtype).tiny,
+            squares_product.sqrt(),
+            squares_sum[0].sqrt() * squares_sum[1].sqrt(),
+        )
         cosine = dot.div_(norm_products)
         ctx.save_for_backward(p, directions, cross, cosine, squares_sum, norm_products, temperatures, weights)
         return weights @ (1.0 - cosine.mean((1, 2)))
