@@ -6,8 +6,8 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Comparison:
 
     @property
     def ratios(self) -> list[float]:
-        return [o / b for o, b in zip(self.ours, self.baseline)]
+        return [o / b for o, b in zip(self.ours, self.baseline, strict=True)]
 
     @property
     def ratio(self) -> float:

@@ -23,7 +23,9 @@ from cskd_viz.runs import RunLog
 from cskd_viz.train import distill
 
 
-def run(epochs: int = 2, repeats: int = 5, student_name: str = "cnn_small", teacher_name: str = "mlp_large") -> list[Comparison]:
+def run(
+    epochs: int = 2, repeats: int = 5, student_name: str = "cnn_small", teacher_name: str = "mlp_large"
+) -> list[Comparison]:
     torch.manual_seed(0)
     train, _, info = make_loaders("digits", batch_size=64, seed=0)
     teacher = get_model(teacher_name, info.num_classes, info.input_shape).eval()
@@ -47,7 +49,11 @@ def run(epochs: int = 2, repeats: int = 5, student_name: str = "cnn_small", teac
     return [
         Comparison(
             f"diagnostics every step vs never: distill {student_name} <- {teacher_name}, {steps} steps",
-            "log_every=1", "first/last step only", every, never, "<= 1.05x",
+            "log_every=1",
+            "first/last step only",
+            every,
+            never,
+            "<= 1.05x",
         )  # fmt: skip
     ]
 
@@ -60,7 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     print(machine_line())
     for result in run(args.epochs, args.repeats):
         row = result.row()
-        print(f"{row['benchmark']}: ratio {row['ratio (median)']} (min-max {row['ratio min-max']}), target {row['target']}")
+        print(
+            f"{row['benchmark']}: ratio {row['ratio (median)']} "
+            f"(min-max {row['ratio min-max']}), target {row['target']}"
+        )
 
 
 if __name__ == "__main__":

@@ -54,10 +54,8 @@ def demo_peak_rss_mb() -> float:
     with tempfile.TemporaryDirectory() as tmp:
         env = dict(os.environ, CSKD_VIZ_FAST="1", MPLBACKEND="Agg")
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run(
-            [sys.executable, "-m", "cskd_viz.cli", "demo", "--runs-dir", os.path.join(tmp, "runs"), "--out", os.path.join(tmp, "out")],
-            check=True, capture_output=True, env=env, cwd=tmp,
-        )  # fmt: skip
+        command = [sys.executable, "-m", "cskd_viz.cli", "demo", "--runs-dir", "runs", "--out", "out"]
+        subprocess.run(command, check=True, capture_output=True, env=env, cwd=tmp)
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(after, before) / 1024
 
