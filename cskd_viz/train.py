@@ -544,34 +544,30 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Load a checkpoint (``{"model": state_dict}`` or a bare state dict, ``module.`` prefixes stripped) strictly.
+    """Load a checkpoint into ``model`` strictly, in any format :func:`cskd_viz.models.load_teacher` reads
+    (``{"model": state_dict}``, ``{"state_dict": ...}`` or a bare state dict; ``module.`` prefixes stripped).
 
     Raises:
         ValueError: missing file, unreadable file, or keys/shapes that do not match ``model``
             (the message names them).
     """
+    from cskd_viz.models.checkpoints import extract_state_dict, state_dict_mismatches
+
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
         raise ValueError(f"checkpoint {path} cannot be read: {err}") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds no state dict")
-    state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or wrong:
-        raise ValueError(
-            f"checkpoint {path} does not match {type(model).__name__}: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}, shape mismatches {wrong[:5]}"
-        )
-    model.load_state_dict(state, strict=True)
+    state = extract_state_dict(checkpoint, source=f"checkpoint {path}")
+    problems = state_dict_mismatches(model, state)
+    if problems:
+        raise ValueError(f"checkpoint {path} does not match {type(model).__name__}: {problems}")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:  # anything the checks above did not foresee
+        raise ValueError(f"checkpoint {path} does not match {type(model).__name__}: {err}") from err
     return model
 
 

@@ -20,7 +20,7 @@ from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 from cskd_viz.models import MODELS, get_model
 
-__all__ = ["load_teacher", "extract_state_dict"]
+__all__ = ["load_teacher", "extract_state_dict", "state_dict_mismatches"]
 
 _SHOW = 8  # keys listed per category in error messages
 
@@ -58,6 +58,35 @@ def extract_state_dict(checkpoint: object, source: str = "checkpoint") -> dict[s
         state._metadata = metadata  # type: ignore[attr-defined]
     consume_prefix_in_state_dict_if_present(state, "module.")
     return state
+
+
+def state_dict_mismatches(model: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """Why ``state`` does not fit ``model``: missing, unexpected and mis-shaped keys, each counted and
+    listed ("" when it fits).
+
+    A missing ``num_batches_tracked`` is not counted: BatchNorm fills it itself (checkpoints from old
+    PyTorch lack it).
+
+    Example:
+        >>> import torch
+        >>> state_dict_mismatches(nn.Linear(2, 3), {"weight": torch.zeros(3, 2)})
+        'missing keys (1): [bias], unexpected keys (0): [], shape mismatches (0): []'
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    mis_shaped = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if not (missing or unexpected or mis_shaped):
+        return ""
+    return (
+        f"missing keys ({len(missing)}): [{_listing(missing)}], "
+        f"unexpected keys ({len(unexpected)}): [{_listing(unexpected)}], "
+        f"shape mismatches ({len(mis_shaped)}): [{_listing(mis_shaped)}]"
+    )
 
 
 def load_teacher(
@@ -111,24 +140,11 @@ def load_teacher(
     state = extract_state_dict(checkpoint, source=f"teacher checkpoint {str(file)!r}")
 
     model = get_model(arch, num_classes, input_shape)
-    expected = model.state_dict()
-    # BatchNorm fills a missing num_batches_tracked itself (checkpoints from old PyTorch lack it).
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    mis_shaped = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or mis_shaped:
-        parts = [f"teacher checkpoint {str(file)!r} does not fit {arch!r} with num_classes={num_classes}:"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): [{_listing(missing)}]")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): [{_listing(unexpected)}]")
-        if mis_shaped:
-            parts.append(f"shape mismatches ({len(mis_shaped)}): [{_listing(mis_shaped)}]")
-        raise ValueError(" ".join(parts))
+    problems = state_dict_mismatches(model, state)
+    if problems:
+        raise ValueError(
+            f"teacher checkpoint {str(file)!r} does not fit {arch!r} with num_classes={num_classes}: {problems}"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:  # anything the checks above did not foresee
