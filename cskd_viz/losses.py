@@ -15,6 +15,10 @@ all ~1e-30 keeps its direction instead of underflowing to zero. (The fused CSKD 
 underflow range and uses the probabilities as they are for the others, which is equally exact.)
 No ``eps`` is added to norms. float64 inputs are computed in float64; fp16/bf16/fp32 in float32.
 
+Each loss also comes as an ``nn.Module`` (:class:`KDLoss`, :class:`CSKDLoss`, :class:`DISTLoss`) whose
+``forward(student_logits, teacher_logits)`` returns its function twin's value, with the same defaults,
+for training loops that hold their criteria as modules.
+
 Every function validates its input and raises ``ValueError``/``TypeError`` naming the argument.
 With ``group`` (a ``torch.distributed`` process group) the batch-level quantities are computed on
 the *global* batch of all ranks; see :mod:`cskd_viz.distributed`.
@@ -27,7 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from cskd_viz._fused import ShiftedLogits, weighted_batch_cosine_distance
 from cskd_viz._validation import (
@@ -46,6 +50,9 @@ __all__ = [
     "cskd_loss",
     "dist_loss",
     "exact_cosine",
+    "KDLoss",
+    "CSKDLoss",
+    "DISTLoss",
 ]
 
 
@@ -415,3 +422,107 @@ def dist_loss(
     u_s, u_t = _directions(log_s, 0), _directions(log_t, 0)
     intra = 1.0 - _exact_cosine(u_s - u_s.mean(0, keepdim=True), u_t - u_t.mean(0, keepdim=True), dim=0).mean()
     return temperature**2 * (beta * inter + gamma * intra)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class KDLoss(nn.Module):
+    """:func:`kd_loss` as a module: ``T^2 mean_i KL(P_t[i] || P_s[i])``.
+
+    Args:
+        temperature: ``T > 0``.
+
+    Example:
+        >>> z = torch.randn(4, 3)
+        >>> float(KDLoss(temperature=2.0)(z, z))
+        0.0
+    """
+
+    def __init__(self, temperature: float = 4.0) -> None:
+        super().__init__()
+        self.temperature = check_scalar(temperature, "temperature")
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """``(B, C)``, ``(B, C)`` -> scalar."""
+        return kd_loss(student_logits, teacher_logits, self.temperature)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}"
+
+
+class CSKDLoss(nn.Module):
+    """:func:`cskd_loss` as a module: ``T^2 d(T) + mean(T_i)^2 d(T_i)`` (second term with ``cswt=True``).
+
+    Args:
+        temperature, t_low, t_high, cswt: as in :func:`cskd_loss` (same defaults).
+        group: optional ``torch.distributed`` process group: the loss on the global batch.
+
+    Attributes:
+        last_temperatures: the detached ``(B,)`` CSWT temperatures of the last call (this rank's
+            rows under ``group``), or ``None`` with ``cswt=False`` or before the first call; what a
+            loop hands to :meth:`cskd_viz.Monitor.log_step` as ``temperatures``.
+
+    Example:
+        >>> criterion = CSKDLoss()
+        >>> z = torch.randn(8, 5)
+        >>> abs(float(criterion(z, z))) < 1e-5, criterion.last_temperatures.shape
+        (True, torch.Size([8]))
+    """
+
+    def __init__(
+        self, temperature: float = 4.0, t_low: float = 2.0, t_high: float = 6.0, cswt: bool = True, *, group: Any = None
+    ) -> None:
+        super().__init__()
+        self.temperature = check_scalar(temperature, "temperature")
+        self.t_low, self.t_high = check_temperature_range(t_low, t_high)
+        if not isinstance(cswt, bool):
+            raise TypeError(f"cswt must be a bool, got {type(cswt).__name__}")
+        self.cswt = cswt
+        self.group = group
+        self.last_temperatures: Tensor | None = None
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """``(B, C)``, ``(B, C)`` -> scalar; sets :attr:`last_temperatures`."""
+        loss, self.last_temperatures = cskd_loss(
+            student_logits,
+            teacher_logits,
+            self.temperature,
+            self.t_low,
+            self.t_high,
+            self.cswt,
+            group=self.group,
+            return_temperatures=True,
+        )
+        return loss
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, t_low={self.t_low}, t_high={self.t_high}, cswt={self.cswt}"
+
+
+class DISTLoss(nn.Module):
+    """:func:`dist_loss` as a module: DIST's inter- plus intra-class Pearson relation.
+
+    Args:
+        temperature, beta, gamma: as in :func:`dist_loss` (same defaults).
+
+    Example:
+        >>> z = torch.randn(6, 4)
+        >>> abs(float(DISTLoss()(z, z))) < 1e-5
+        True
+    """
+
+    def __init__(self, temperature: float = 4.0, beta: float = 1.0, gamma: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = check_scalar(temperature, "temperature")
+        self.beta = check_scalar(beta, "beta", positive=False)
+        self.gamma = check_scalar(gamma, "gamma", positive=False)
+        if self.beta < 0 or self.gamma < 0:
+            raise ValueError(f"beta and gamma must be >= 0, got beta={self.beta} and gamma={self.gamma}")
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        """``(B, C)``, ``(B, C)`` -> scalar."""
+        return dist_loss(student_logits, teacher_logits, self.temperature, self.beta, self.gamma)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, beta={self.beta}, gamma={self.gamma}"

@@ -23,7 +23,8 @@ equals the global-batch gradient; they ignore ``group``, as does DIST (its intra
 local to each rank's batch).
 
 Registry names (:func:`get_method`): ``"ce"``, ``"kd"``, ``"cskd"`` (CSWT off), ``"cskd_cswt"``
-(CSWT on), ``"dist"``.
+(CSWT on), ``"dist"``. Defaults are those of the loss functions and modules (``T = 4``,
+``t_low = 2``, ``t_high = 6``, CSWT on for a plain ``CSKD()``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from torch import Tensor
 
 from cskd_viz import losses
 from cskd_viz._validation import check_scalar, check_temperature_range
+
+DEFAULT_TEMPERATURE = 4.0  # the same default as the losses' functions and modules
 
 __all__ = [
     "Method",
@@ -128,6 +131,16 @@ class Method:
         """The dataclass fields as a dict."""
         return dataclasses.asdict(self)
 
+    @property
+    def diagnostic_temperature(self) -> float:
+        """``T`` of the diagnostics (per-class cosine, ``d(T)``): the method's own, else 4."""
+        return DEFAULT_TEMPERATURE
+
+    @property
+    def temperature_range(self) -> tuple[float, float] | None:
+        """``(t_low, t_high)`` of the CSWT temperatures this method produces, or ``None``."""
+        return None
+
     def _method_terms(self, student_logits: Tensor, teacher_logits: Tensor, extras: bool) -> dict[str, Tensor]:
         return {}
 
@@ -185,7 +198,24 @@ class CE(Method):
 
 
 @dataclass(frozen=True)
-class KD(Method):
+class _Distiller(Method):
+    """A method with a teacher term: its weight ``w_kd`` and temperature ``T`` (validated here once)."""
+
+    w_kd: float = 1.0
+    temperature: float = DEFAULT_TEMPERATURE
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "w_kd", _check_weight(self.w_kd, "w_kd"))
+        object.__setattr__(self, "temperature", check_scalar(self.temperature, "temperature"))
+
+    @property
+    def diagnostic_temperature(self) -> float:
+        return self.temperature
+
+
+@dataclass(frozen=True)
+class KD(_Distiller):
     """Hinton KD: ``L = w_ce * CE(z_s, y) + w_kd * T^2 * mean_i KL(P_t[i] || P_s[i])``.
 
     Hinton, Vinyals, Dean, arXiv:1503.02531; the loss term is :func:`cskd_viz.losses.kd_loss`.
@@ -197,15 +227,7 @@ class KD(Method):
         (['loss_ce', 'loss_kd'], 0.0)
     """
 
-    w_kd: float = 1.0
-    temperature: float = 4.0
-
     term: ClassVar[str] = "loss_kd"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "w_kd", _check_weight(self.w_kd, "w_kd"))
-        object.__setattr__(self, "temperature", check_scalar(self.temperature, "temperature"))
 
     @property
     def name(self) -> str:
@@ -216,7 +238,7 @@ class KD(Method):
 
 
 @dataclass(frozen=True)
-class CSKD(Method):
+class CSKD(_Distiller):
     """CSKD: ``L = w_ce * CE(z_s, y) + w_kd * (T^2 d(T) + mean(T_i)^2 d(T_i))``.
 
     ``d`` is the batch cosine distance of batch predictions and ``T_i`` the CSWT temperatures
@@ -232,19 +254,15 @@ class CSKD(Method):
         (['loss_ce', 'loss_cskd', 'temperatures'], 0.0, torch.Size([4]))
     """
 
-    w_kd: float = 1.0
-    temperature: float = 4.0
     t_low: float = 2.0
     t_high: float = 6.0
-    cswt: bool = False
+    cswt: bool = True
 
     term: ClassVar[str] = "loss_cskd"
     supports_group: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "w_kd", _check_weight(self.w_kd, "w_kd"))
-        object.__setattr__(self, "temperature", check_scalar(self.temperature, "temperature"))
         t_low, t_high = check_temperature_range(self.t_low, self.t_high)
         object.__setattr__(self, "t_low", t_low)
         object.__setattr__(self, "t_high", t_high)
@@ -254,6 +272,10 @@ class CSKD(Method):
     @property
     def name(self) -> str:
         return "cskd_cswt" if self.cswt else "cskd"
+
+    @property
+    def temperature_range(self) -> tuple[float, float] | None:
+        return (self.t_low, self.t_high) if self.cswt else None
 
     def _method_terms(
         self, student_logits: Tensor, teacher_logits: Tensor, extras: bool, group: Any = None
@@ -275,7 +297,7 @@ class CSKD(Method):
 
 
 @dataclass(frozen=True)
-class DIST(Method):
+class DIST(_Distiller):
     """DIST: ``L = w_ce * CE(z_s, y) + w_kd * T^2 (beta (1 - rho_inter) + gamma (1 - rho_intra))``.
 
     Huang et al., "Knowledge Distillation from A Stronger Teacher", arXiv:2205.10536; the loss
@@ -287,8 +309,6 @@ class DIST(Method):
         ['loss_ce', 'loss_dist']
     """
 
-    w_kd: float = 1.0
-    temperature: float = 4.0
     beta: float = 1.0
     gamma: float = 1.0
 
@@ -296,8 +316,6 @@ class DIST(Method):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "w_kd", _check_weight(self.w_kd, "w_kd"))
-        object.__setattr__(self, "temperature", check_scalar(self.temperature, "temperature"))
         object.__setattr__(self, "beta", _check_weight(self.beta, "beta"))
         object.__setattr__(self, "gamma", _check_weight(self.gamma, "gamma"))
 

