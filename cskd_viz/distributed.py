@@ -23,14 +23,24 @@ Since all ranks compute the same ``L``, the losses get that sum without a backwa
 
 Requirements: every rank has the same local batch size ``B`` (checked: a clear ``ValueError`` on
 every rank otherwise), and every rank calls the loss (collectives must match, as with DDP).
+
+The second half of this module is the trainer's *session*: :func:`distributed_session` (the
+process group for the duration of a run, from torchrun's environment), :func:`shard_loader` and
+:func:`shard_eval_loader` (each rank's share of the data), :func:`on_main` (decide on rank 0, tell
+everyone), :func:`broadcast_module` and :func:`any_rank`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
 
 __all__ = [
     "is_distributed",
@@ -40,10 +50,20 @@ __all__ = [
     "default_group",
     "global_batch_size",
     "all_reduce_max",
+    "all_reduce_sum",
     "all_reduce_mean",
     "gather_rows",
     "gather_batch",
     "local_rows",
+    "resolve_device",
+    "process_device",
+    "distributed_session",
+    "loader_options",
+    "shard_loader",
+    "shard_eval_loader",
+    "on_main",
+    "broadcast_module",
+    "any_rank",
 ]
 
 
@@ -196,6 +216,22 @@ def all_reduce_max(tensor: Tensor, group: Any) -> Tensor:
     _check_group(group)
     out = tensor.detach().clone().contiguous()
     _dist().all_reduce(out, op=_dist().ReduceOp.MAX, group=group)
+    return out
+
+
+def all_reduce_sum(tensor: Tensor, group: Any) -> Tensor:
+    """Element-wise sum over the ranks of ``group``, without gradient (the input is not modified).
+
+    Args:
+        tensor: any tensor, same shape on every rank.
+        group: a process group.
+
+    Returns:
+        A new detached tensor ``sum_r tensor_r``.
+    """
+    _check_group(group)
+    out = tensor.detach().clone().contiguous()
+    _dist().all_reduce(out, op=_dist().ReduceOp.SUM, group=group)
     return out
 
 
@@ -404,3 +440,244 @@ def local_rows(global_tensor: Tensor, group: Any) -> Tensor:
         raise ValueError(f"global_tensor has {global_tensor.shape[0]} rows, not a multiple of the {world} ranks")
     rows = global_tensor.shape[0] // world
     return global_tensor[rank * rows : (rank + 1) * rows]
+
+
+# ----------------------------------------------------------------------------- the trainer's session
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available) as a ``torch.device``.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got {type(device).__name__}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", device):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
+        return torch.device(device)
+    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
+
+
+def process_device(device: torch.device) -> torch.device:
+    """``cuda`` without an index means this process's current device (``cuda:LOCAL_RANK`` under torchrun)."""
+    if device.type == "cuda" and device.index is None and get_world_size() > 1:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@contextlib.contextmanager
+def distributed_session(device: str | torch.device = "cpu") -> Iterator[int]:
+    """Initialise ``torch.distributed`` from torchrun's environment for the duration of a block.
+
+    Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE > 1`` in the environment) and when no
+    process group exists yet, this calls ``init_process_group`` (``env://``: ``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) with ``nccl`` when ``device`` is CUDA (after
+    ``torch.cuda.set_device(LOCAL_RANK)``, or the index of ``"cuda:N"``) and ``gloo`` otherwise,
+    and destroys the group when the block ends. Otherwise (one process, or a group the caller
+    created) it does nothing. Nested sessions are no-ops.
+
+    Args:
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: picks the backend.
+
+    Yields:
+        The world size (1 without torch.distributed).
+
+    Example:
+        >>> with distributed_session("cpu") as world:  # a plain process: nothing to do
+        ...     world
+        1
+    """
+    dist = _dist()
+    device = resolve_device(device)
+    raw = os.environ.get("WORLD_SIZE", "1").strip() or "1"
+    try:
+        wanted = int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable WORLD_SIZE must be an integer, got {raw!r}") from None
+    if wanted <= 1 or not dist.is_available() or dist.is_initialized():
+        yield get_world_size()
+        return
+    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise RuntimeError(
+            f"WORLD_SIZE={wanted} but {', '.join(missing)} is not set: launch with torchrun "
+            "(e.g. torchrun --standalone --nproc_per_node=2 ...), which sets them"
+        )
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield get_world_size()
+    finally:
+        dist.destroy_process_group()
+
+
+def loader_options(loader: DataLoader) -> dict[str, Any]:
+    """The DataLoader arguments a rebuilt loader keeps (workers, collate, generator, ...)."""
+    options = dict(
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        generator=loader.generator,
+        persistent_workers=loader.persistent_workers,
+    )
+    if loader.num_workers > 0:
+        options["prefetch_factor"] = loader.prefetch_factor
+    return options
+
+
+def _replicas(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    num_replicas = get_world_size() if num_replicas is None else num_replicas
+    rank = get_rank() if rank is None else rank
+    if isinstance(num_replicas, bool) or not isinstance(num_replicas, int) or num_replicas < 1:
+        raise ValueError(f"num_replicas must be a positive int, got {num_replicas!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
+        raise ValueError(f"rank must be an int in [0, {num_replicas}), got {rank!r}")
+    return num_replicas, rank
+
+
+def shard_loader(
+    loader: DataLoader, *, num_replicas: int | None = None, rank: int | None = None, seed: int = 0
+) -> DataLoader:
+    """This rank's share of a training loader: the same loader over a ``DistributedSampler``.
+
+    Rank ``r`` of ``N`` gets the samples ``perm[r::N]`` of a seeded permutation ``perm`` of the
+    dataset (``seed + epoch``: call ``loader.sampler.set_epoch(epoch)`` every epoch, as the trainer
+    does), after dropping its last ``len(dataset) % N`` entries, so every rank has the same number
+    of samples and therefore the same sequence of batch sizes (global-batch CSKD needs equal local
+    batch sizes). The order is shuffled when ``loader`` shuffles (a ``RandomSampler``) and kept
+    when it does not (a ``SequentialSampler``); batch size, ``drop_last`` (unless the shard is
+    smaller than one batch), workers, collate function and generator are kept.
+
+    Args:
+        loader: a DataLoader with a ``RandomSampler``/``SequentialSampler`` (one already built on a
+            ``DistributedSampler`` is returned unchanged).
+        num_replicas: ``N``; the process group's size by default (1 outside torch.distributed).
+        rank: ``r``; this process's rank by default.
+        seed: seed of the permutation (the same on every rank).
+
+    Returns:
+        A DataLoader yielding ``ceil(floor(len(dataset) / N) / batch_size)`` batches per epoch
+        (or ``floor`` with ``drop_last``).
+
+    Raises:
+        ValueError: a custom ``batch_sampler`` or another sampler type (build that loader with a
+            ``DistributedSampler`` yourself), or a bad ``num_replicas``/``rank``.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.arange(10.0), torch.zeros(10, dtype=torch.long))
+        >>> loader = DataLoader(data, batch_size=2, shuffle=True)
+        >>> shards = [shard_loader(loader, num_replicas=3, rank=r) for r in range(3)]
+        >>> [len(s.sampler) for s in shards], [len(s) for s in shards]
+        ([3, 3, 3], [2, 2, 2])
+        >>> seen = [int(v) for s in shards for x, _ in s for v in x]
+        >>> len(seen), len(set(seen))  # disjoint shards; one sample dropped this epoch
+        (9, 9)
+    """
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"loader must be a torch DataLoader, got {type(loader).__name__}")
+    if isinstance(loader.sampler, DistributedSampler):
+        return loader
+    num_replicas, rank = _replicas(num_replicas, rank)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if loader.batch_size is None:
+        raise ValueError(
+            "loader uses a custom batch_sampler: shard it yourself (e.g. a DistributedSampler inside the batch sampler)"
+        )
+    if not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
+        raise ValueError(
+            f"cannot shard a loader whose sampler is a {type(loader.sampler).__name__}: "
+            "build it with a torch.utils.data.DistributedSampler yourself"
+        )
+    shuffle = isinstance(loader.sampler, RandomSampler)
+    sampler = DistributedSampler(loader.dataset, num_replicas, rank, shuffle=shuffle, seed=seed, drop_last=True)
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        # A shard smaller than one batch keeps its only, partial batch (as make_loaders does).
+        drop_last=loader.drop_last and len(sampler) >= loader.batch_size,
+        **loader_options(loader),
+    )
+
+
+def shard_eval_loader(loader: DataLoader, *, num_replicas: int | None = None, rank: int | None = None) -> DataLoader:
+    """This rank's share of an evaluation loader: items ``r, r + N, r + 2N, ...``, in order.
+
+    Unlike ``DistributedSampler``, nothing is padded or dropped: the shards partition the dataset
+    exactly (they may differ in length by one), so metrics synchronised over the ranks equal those
+    of one process on the whole split.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> data = TensorDataset(torch.arange(5.0), torch.zeros(5, dtype=torch.long))
+        >>> [[int(v) for x, _ in shard_eval_loader(DataLoader(data, batch_size=2), num_replicas=2, rank=r)
+        ...   for v in x] for r in range(2)]
+        [[0, 2, 4], [1, 3]]
+    """
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"loader must be a torch DataLoader, got {type(loader).__name__}")
+    num_replicas, rank = _replicas(num_replicas, rank)
+    if num_replicas == 1:
+        return loader
+    if loader.batch_size is None:
+        raise ValueError("loader uses a custom batch_sampler: shard it yourself")
+    shard = Subset(loader.dataset, range(rank, len(loader.dataset), num_replicas))
+    return DataLoader(shard, batch_size=loader.batch_size, shuffle=False, **loader_options(loader))
+
+
+def on_main(fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` on rank 0 only and give its (picklable) result to every rank.
+
+    An exception on rank 0 is raised on every rank: a ``ValueError`` with the same message (so the
+    CLI reports it everywhere), anything else as a ``RuntimeError`` on the other ranks.
+    """
+    if get_world_size() == 1:
+        return fn()
+    payload: list[Any] = [None]
+    error = None
+    if get_rank() == 0:
+        try:
+            payload = [("ok", fn())]
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks learn of it
+            error = err
+            payload = [("error", type(err).__name__, str(err))]
+    _dist().broadcast_object_list(payload, src=0)
+    if error is not None:
+        raise error
+    if payload[0][0] == "error":
+        _, kind, message = payload[0]
+        if kind == "ValueError":
+            raise ValueError(message)
+        raise RuntimeError(f"rank 0 failed: {kind}: {message}")
+    return payload[0][1]
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Overwrite every rank's parameters and buffers with rank 0's (in place; no-op in one process)."""
+    if get_world_size() == 1:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            _dist().broadcast(tensor, src=0)
+
+
+def any_rank(flag: bool, device: torch.device | None = None) -> bool:
+    """Whether ``flag`` is true on any rank (a collective; just ``flag`` in one process)."""
+    if get_world_size() == 1:
+        return flag
+    device = device if device is not None else _collective_device(None, None)
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device), default_group()).item() > 0)

@@ -399,6 +399,24 @@ class Agreement(Metric):
         return _agreement_from_counts(self.counts)
 
 
+class _Totals(Metric):
+    """Sums of a fixed-size float64 vector and a count over batches (the Monitor's CE and accuracy sums)."""
+
+    full_state_update = False
+
+    def __init__(self, size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("sums", default=torch.zeros(size, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor, count: int) -> None:
+        self.sums += values.detach().to(self.sums.device, torch.float64)
+        self.count += count
+
+    def compute(self) -> tuple[list[float], int]:
+        return self.sums.tolist(), int(self.count)
+
+
 # ----------------------------------------------------------------------------- the older names
 # ``cskd_viz.diagnostics`` re-exports these: the metrics above with a type-checked ``merge(other)``
 # and the attribute names of the first release. They never synchronise (``sync_on_compute=False``).

@@ -1,0 +1,508 @@
+"""``Monitor``: the one way any training loop records a run that ``load_run``, ``RunBrowser`` and ``report`` read.
+
+A plain PyTorch loop::
+
+    with Monitor("runs/my_run", num_classes=100, config={"method": "cskd"}) as monitor:
+        for step, (x, y) in enumerate(loader, start=1):
+            student_logits, teacher_logits = student(x), teacher(x)
+            loss = F.cross_entropy(student_logits, y) + criterion(student_logits, teacher_logits)
+            ...backward, optimiser step...
+            monitor.log_step(step, student_logits, teacher_logits, y, losses=loss,
+                             temperatures=criterion.last_temperatures)
+        monitor.log_eval(epoch, test_student_logits, test_teacher_logits, test_targets)
+
+Steps are 1-based optimiser steps. Only every ``log_every``-th step (and step 1, and step
+``total_steps`` when given) is recorded; on the other steps ``log_step`` checks that the step
+moved forward and returns, without touching a tensor (so it never waits for a GPU). A recorded
+step costs one device-to-host copy of the batch's logits and a handful of small operations:
+
+- ``loss`` (the total) and every named term as ``loss_<name>``;
+- ``train_accuracy`` (with ``targets``), ``agreement`` (with ``teacher_logits``);
+- the per-class cosine of batch predictions at ``temperature`` and ``cosine_distance = 1 - mean``;
+- with ``temperatures``: quantiles, mean, min, max and a 12-bin histogram over
+  ``[t_low, t_high]`` (:func:`cskd_viz.metrics.temperature_stats`);
+- ``lr`` and ``elapsed_s`` (seconds since the monitor was created).
+
+Evaluations (:meth:`Monitor.log_eval`) take whole-split logits, or batches fed through
+:meth:`Monitor.eval_update`, and record epoch-level accuracy, CE loss, agreement, teacher
+accuracy and per-class cosine (:mod:`cskd_viz.metrics`).
+
+Under ``torch.distributed`` pass ``group=`` (every rank creates a monitor and calls it on the same
+steps): step losses, accuracy and agreement are averaged over the ranks' batches with one small
+all-reduce per recorded step (the per-class cosine and temperatures describe rank 0's batch),
+evaluations are synchronised over the ranks' batches, and only rank 0 writes files.
+
+As a context manager the run ends ``finished``, ``interrupted`` on ``KeyboardInterrupt``, and
+``failed`` on any other exception (which is re-raised). The log is written at most once per
+``flush_interval_s`` from a background thread, and synchronously at :meth:`Monitor.close`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cskd_viz import losses as _losses
+from cskd_viz._validation import check_pair, check_scalar, check_temperature_range
+from cskd_viz.runs import EvalRecord, RunLog, StepRecord, is_run_dir
+
+__all__ = ["Monitor", "HIST_BINS"]
+
+HIST_BINS = 12
+_NAN = float("nan")
+
+
+def _positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def _open_log(run_dir: Any, config: dict[str, Any], overwrite: bool, writes: bool) -> RunLog:
+    """A new RunLog at ``run_dir`` (refusing to replace a run unless ``overwrite``), or the given one."""
+    if isinstance(run_dir, RunLog):
+        for key, value in config.items():
+            run_dir.config.setdefault(key, value)
+        return run_dir
+    if run_dir is None or not writes:
+        return RunLog(config)
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise TypeError(f"run_dir must be a path, a RunLog or None, got {type(run_dir).__name__}")
+    path = Path(run_dir)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"run_dir {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not is_run_dir(path):
+            raise ValueError(f"run_dir {path} is not empty and is not a cskd_viz run: refusing to write into it")
+        if not overwrite:
+            raise ValueError(f"run_dir {path} already holds a run: pass overwrite=True to replace it, or a new path")
+        shutil.rmtree(path)
+    config.setdefault("name", path.name)
+    return RunLog(config, path=path)
+
+
+def _named_losses(losses: Any) -> tuple[list[str], list[Any]]:
+    """``(["loss", "loss_<name>", ...], values)`` from a scalar or a mapping of terms."""
+    if losses is None:
+        return [], []
+    if not isinstance(losses, Mapping):
+        return ["loss"], [losses]
+    names, values = [], []
+    for key, value in losses.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"losses keys must be non-empty strings, got {key!r}")
+        names.append(key if key == "loss" or key.startswith("loss_") else f"loss_{key}")
+        values.append(value)
+    if "loss" not in names:  # the total defaults to the sum of the terms
+        names.insert(0, "loss")
+        values.insert(0, None)
+    return names, values
+
+
+def _loss_values(names: list[str], values: list[Any]) -> Tensor:
+    """The given loss values as one float64 CPU tensor (tensors stacked where they live: one copy)."""
+    given = [(name, value) for name, value in zip(names, values, strict=True) if value is not None]
+    tensors = []
+    for name, value in given:
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(f"losses[{name!r}] must be a scalar, got a tensor of shape {tuple(value.shape)}")
+            tensors.append(value.detach().reshape(()).double())
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+            raise TypeError(f"losses[{name!r}] must be a number or a scalar tensor, got {type(value).__name__}")
+        else:
+            tensors.append(torch.tensor(float(value), dtype=torch.float64))
+    if not tensors:
+        return torch.zeros(0, dtype=torch.float64)
+    devices = {t.device for t in tensors}
+    if len(devices) == 1:
+        return torch.stack(tensors).cpu()
+    return torch.stack([t.cpu() for t in tensors])
+
+
+class Monitor:
+    """Record a training run from any loop (see the module docstring).
+
+    Args:
+        run_dir: the run directory to create (refused if it holds a run, unless ``overwrite``);
+            ``None`` for an in-memory log; or an existing :class:`~cskd_viz.runs.RunLog` to record into.
+        num_classes: ``C``; every logit tensor must be ``(B, C)``.
+        log_every: record every this many steps (and step 1, and ``total_steps``).
+        temperature: ``T`` of the per-class cosine and ``d(T)``.
+        t_low, t_high: the range of the temperature histogram (the CSWT range).
+        config: anything JSON-able to keep in ``config.json`` (e.g. ``{"method": "cskd"}``).
+        class_names: ``C`` names, kept in the config for plots and reports.
+        total_steps: the last step, recorded whatever ``log_every`` says.
+        flush_interval_s: write the log at most this often while training (0: at every record).
+        overwrite: replace a run already at ``run_dir``.
+        group: a ``torch.distributed`` process group whose ranks all call this monitor.
+
+    Example:
+        >>> monitor = Monitor(None, num_classes=3, log_every=2)
+        >>> z = torch.randn(8, 3)
+        >>> [monitor.log_step(k, z, z, losses=0.5) is not None for k in (1, 2, 3)]
+        [True, True, False]
+        >>> monitor.close(); monitor.run_log.steps[["step", "loss", "cosine_distance"]].values.tolist()
+        [[1.0, 0.5, 0.0], [2.0, 0.5, 0.0]]
+    """
+
+    def __init__(
+        self,
+        run_dir: str | os.PathLike | RunLog | None,
+        num_classes: int,
+        *,
+        log_every: int = 10,
+        temperature: float = 4.0,
+        t_low: float = 2.0,
+        t_high: float = 6.0,
+        config: Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        total_steps: int | None = None,
+        flush_interval_s: float = 1.0,
+        overwrite: bool = False,
+        group: Any = None,
+    ) -> None:
+        self.num_classes = _positive_int(num_classes, "num_classes")
+        self.log_every = _positive_int(log_every, "log_every")
+        self.total_steps = _positive_int(total_steps, "total_steps", allow_none=True)
+        self.temperature = check_scalar(temperature, "temperature")
+        self.t_low, self.t_high = check_temperature_range(t_low, t_high)
+        self.flush_interval_s = check_scalar(flush_interval_s, "flush_interval_s", positive=False)
+        if self.flush_interval_s < 0:
+            raise ValueError(f"flush_interval_s must be >= 0, got {flush_interval_s!r}")
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping or None, got {type(config).__name__}")
+        names = None
+        if class_names is not None:
+            names = [str(name) for name in class_names]
+            if len(names) != num_classes:
+                raise ValueError(f"class_names has {len(names)} names, num_classes is {num_classes}")
+        self.group = group
+        self.world, self.rank = self._group_size_and_rank(group)
+        defaults = {
+            "method": "custom",
+            "num_classes": num_classes,
+            "log_every": log_every,
+            "diagnostic_temperature": self.temperature,
+            "t_low": self.t_low,
+            "t_high": self.t_high,
+            "class_names": names,
+        }
+        self.run_log = _open_log(run_dir, {**defaults, **dict(config or {})}, overwrite, writes=self.rank == 0)
+        self._eval = _EvalMetrics(num_classes, self.temperature, group)
+        self._last_step = 0
+        self._epoch = 0
+        self._closed = False
+        self._start = self._last_flush = time.perf_counter()
+
+    @staticmethod
+    def _group_size_and_rank(group: Any) -> tuple[int, int]:
+        if group is None:
+            return 1, 0
+        from cskd_viz.distributed import get_rank, get_world_size
+
+        return get_world_size(group), get_rank(group)
+
+    # ------------------------------------------------------------------ steps
+    def will_log(self, step: int) -> bool:
+        """Whether :meth:`log_step` records ``step`` (a loop can skip extra work on other steps)."""
+        return step == 1 or step % self.log_every == 0 or step == self.total_steps
+
+    def log_step(
+        self,
+        step: int,
+        student_logits: Tensor,
+        teacher_logits: Tensor | None = None,
+        targets: Tensor | None = None,
+        *,
+        losses: Any = None,
+        epoch: int | None = None,
+        temperatures: Tensor | None = None,
+        lr: float | None = None,
+    ) -> StepRecord | None:
+        """Record step ``step`` if it is due (see :meth:`will_log`); return its record or ``None``.
+
+        Args:
+            step: the 1-based optimiser step; must increase from call to call.
+            student_logits: ``(B, C)``. ``teacher_logits``: ``(B, C)`` or ``None`` (no teacher).
+            targets: ``(B,)`` integer labels, or ``None``.
+            losses: the loss (a scalar tensor or number) or a mapping of named terms; the entry
+                ``"loss"`` is the total (the sum of the others when missing), other names are
+                recorded as ``loss_<name>``.
+            epoch: the 0-based epoch (the last one given by default).
+            temperatures: ``(B,)`` CSWT temperatures the loss used (e.g. ``CSKDLoss.last_temperatures``).
+            lr: the learning rate.
+        """
+        self._check_open()
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step must be an int, got {type(step).__name__}")
+        if step <= self._last_step:
+            raise ValueError(f"step must increase: got step {step} after step {self._last_step}")
+        self._last_step = step
+        if epoch is not None:
+            self._epoch = self._checked_epoch(epoch)
+        if not self.will_log(step):
+            return None
+        record = self._step_record(step, student_logits, teacher_logits, targets, losses, temperatures, lr)
+        if self.rank == 0:
+            self.run_log.log_step(record)
+            self._maybe_flush()
+        return record
+
+    @staticmethod
+    def _checked_epoch(epoch: Any) -> int:
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        return epoch
+
+    def _check_logits(self, student_logits: Any, teacher_logits: Any, targets: Any) -> None:
+        """Shape and dtype checks (no pass over the values: finiteness is read off the results)."""
+        for name, value in (("student_logits", student_logits), ("teacher_logits", teacher_logits)):
+            if value is None and name == "teacher_logits":
+                continue
+            if not isinstance(value, Tensor) or not value.is_floating_point() or value.dim() != 2:
+                shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(f"{name} must be a floating (B, C) tensor, got {shape}")
+            if value.shape[1] != self.num_classes or value.shape[0] == 0:
+                raise ValueError(
+                    f"{name} must have shape (B, {self.num_classes}) with B >= 1 (num_classes={self.num_classes}), "
+                    f"got {tuple(value.shape)}"
+                )
+        if teacher_logits is not None and teacher_logits.shape != student_logits.shape:
+            raise ValueError(
+                f"teacher_logits must have the shape of student_logits {tuple(student_logits.shape)}, "
+                f"got {tuple(teacher_logits.shape)}"
+            )
+        if targets is not None:
+            if not isinstance(targets, Tensor) or targets.is_floating_point() or targets.dtype == torch.bool:
+                raise TypeError("targets must be an integer tensor of class indices (B,)")
+            if targets.shape != student_logits.shape[:1]:
+                raise ValueError(f"targets must have shape ({student_logits.shape[0]},), got {tuple(targets.shape)}")
+
+    @torch.no_grad()
+    def _step_record(self, step, student_logits, teacher_logits, targets, losses, temperatures, lr) -> StepRecord:
+        self._check_logits(student_logits, teacher_logits, targets)
+        names, values = _named_losses(losses)
+        cpu = torch.device("cpu")
+        s = student_logits.detach().to(cpu)
+        n = s.shape[0]
+        scalars = _loss_values(names, values)
+        if names and values[0] is None:  # the total of the terms
+            scalars = torch.cat([scalars.sum().view(1), scalars])
+        pred = s.argmax(1)
+        counts = [float(n), _NAN, _NAN]
+        packed = [s.sum().double().view(1)]
+        if targets is not None:
+            counts[1] = (pred == targets.to(cpu)).sum()
+        t = None
+        if teacher_logits is not None:
+            t = teacher_logits.detach().to(cpu)
+            counts[2] = (pred == t.argmax(1)).sum()
+            packed += [t.sum().double().view(1), _class_cosine(s, t, self.temperature).double()]
+        totals = torch.cat([torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]), scalars])
+        if self.world > 1:
+            totals = self._reduced(totals, len(scalars))
+        flat = torch.cat([*packed, totals]).tolist()
+        self._check_finite(flat, student_logits, teacher_logits)
+        class_cosine = flat[2 : 2 + self.num_classes] if t is not None else None
+        n_total, correct, agree, *loss_values = flat[len(flat) - len(totals) :]
+        metrics = dict(zip(names, loss_values, strict=True))
+        metrics["train_accuracy"] = correct / n_total
+        metrics["agreement"] = agree / n_total
+        metrics["cosine_distance"] = 1.0 - sum(class_cosine) / len(class_cosine) if class_cosine else _NAN
+        stats = hist = None
+        metrics["mean_temperature"] = _NAN
+        if temperatures is not None:
+            stats, hist = self._temperature_summary(temperatures, n)
+            metrics["mean_temperature"] = stats["mean"]
+        metrics["lr"] = _NAN if lr is None else float(lr)
+        metrics["elapsed_s"] = time.perf_counter() - self._start
+        return StepRecord(step, self._epoch, metrics, class_cosine, stats, hist)
+
+    def _reduced(self, totals: Tensor, n_losses: int) -> Tensor:
+        """Sum counts and ``n``-weighted losses over the group's ranks (one all-reduce)."""
+        from cskd_viz.distributed import all_reduce_sum
+
+        weighted = totals.clone()
+        weighted[3:] *= totals[0]
+        summed = all_reduce_sum(weighted.nan_to_num(0.0), self.group)
+        summed[3:] /= summed[0]
+        return torch.where(totals.isnan(), totals, summed)
+
+    def _temperature_summary(self, temperatures: Any, batch_size: int) -> tuple[dict, list]:
+        from cskd_viz.metrics import temperature_stats
+
+        if not isinstance(temperatures, Tensor) or temperatures.shape != (batch_size,):
+            shape = tuple(temperatures.shape) if isinstance(temperatures, Tensor) else type(temperatures).__name__
+            raise ValueError(f"temperatures must be a ({batch_size},) tensor, got {shape}")
+        full = temperature_stats(temperatures.detach().to("cpu"), self.t_low, self.t_high, HIST_BINS)
+        stats = {key: full[key] for key in ("q05", "q25", "q50", "q75", "q95", "mean", "min", "max")}
+        edges, counts = full["bin_edges"].tolist(), full["histogram"].tolist()
+        return stats, [(edges[i], edges[i + 1], counts[i]) for i in range(HIST_BINS)]
+
+    @staticmethod
+    def _check_finite(flat: list[float], student_logits: Tensor, teacher_logits: Tensor | None) -> None:
+        """The logits' sums lead ``flat``: a NaN or infinity anywhere in the logits shows there."""
+        if math.isfinite(flat[0]) and (teacher_logits is None or math.isfinite(flat[1])):
+            return
+        if teacher_logits is None:
+            raise ValueError("student_logits contains NaN or infinite values")
+        check_pair(student_logits, teacher_logits)  # names the culprit
+        raise ValueError("student_logits or teacher_logits sums overflow: logits too large")
+
+    def _maybe_flush(self) -> None:
+        now = time.perf_counter()
+        if now - self._last_flush >= self.flush_interval_s:
+            self.run_log.flush(background=True)
+            self._last_flush = now
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_update(self, student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor) -> None:
+        """Add one evaluation batch: ``(B, C)`` logits (teacher ``None`` without a teacher), ``(B,)`` targets."""
+        self._check_open()
+        if targets is None:
+            raise ValueError("targets are required for an evaluation (accuracy and CE loss)")
+        self._check_logits(student_logits, teacher_logits, targets)
+        self._eval.update(student_logits, teacher_logits, targets)
+
+    def log_eval(
+        self,
+        epoch: int,
+        student_logits: Tensor | None = None,
+        teacher_logits: Tensor | None = None,
+        targets: Tensor | None = None,
+        *,
+        step: int | None = None,
+        split: str = "test",
+    ) -> EvalRecord:
+        """Record one evaluation: of the given whole-split logits, or of the :meth:`eval_update` batches.
+
+        Returns:
+            The :class:`~cskd_viz.runs.EvalRecord`: ``accuracy``, ``loss`` (CE), ``agreement``,
+            ``cosine_distance`` (epoch-level ``d(T)``), ``teacher_accuracy`` and per-class cosines.
+        """
+        self._check_open()
+        epoch = self._checked_epoch(epoch)
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+            raise ValueError(f"step must be a non-negative int or None, got {step!r}")
+        if not isinstance(split, str) or not split:
+            raise ValueError(f"split must be a non-empty string, got {split!r}")
+        if student_logits is not None:
+            self.eval_update(student_logits, teacher_logits, targets)
+        elif not self._eval.updated:
+            raise ValueError("log_eval needs logits: pass student_logits and targets, or call eval_update first")
+        metrics, class_cosine = self._eval.compute_and_reset()
+        record = EvalRecord(epoch, self._last_step if step is None else step, metrics, split, class_cosine)
+        self._epoch = max(self._epoch, epoch)
+        if self.rank == 0:
+            self.run_log.log_eval(record)
+            self._maybe_flush()
+        return record
+
+    # ------------------------------------------------------------------ end
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"this Monitor is closed (status {self.run_log.status!r}): start a new one")
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, status: str = "finished") -> None:
+        """Write the log with its final status (``finished``, ``interrupted`` or ``failed``); later calls do nothing."""
+        if self._closed:
+            return
+        if status not in ("finished", "interrupted", "failed"):
+            raise ValueError(f"status must be 'finished', 'interrupted' or 'failed', got {status!r}")
+        self._closed = True
+        if self._last_step > self.run_log.progress["step"]:
+            self.run_log.set_progress(self._last_step, self._epoch)
+        if self.rank == 0:
+            self.run_log.finish(status)
+        else:
+            self.run_log.status = status
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            self.close("finished")
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.close("interrupted")
+        else:
+            try:
+                self.close("failed")
+            except Exception:  # noqa: BLE001 - never mask the exception that ended the run
+                pass
+        return False
+
+    def __repr__(self) -> str:
+        return f"Monitor({self.run_log!r}, log_every={self.log_every})"
+
+
+def _class_cosine(s: Tensor, t: Tensor, temperature: float) -> Tensor:
+    """Per-class cosine of one batch in the compute dtype (no input checks: the caller read the sums)."""
+    dtype = torch.float64 if torch.float64 in (s.dtype, t.dtype) else torch.float32
+    return _losses._per_class_cosine(s.to(dtype), t.to(dtype), temperature)
+
+
+class _EvalMetrics:
+    """The metrics of one evaluation: CE, accuracy, agreement and per-class cosine, over batches."""
+
+    def __init__(self, num_classes: int, temperature: float, group: Any) -> None:
+        self.num_classes, self.temperature, self.group = num_classes, temperature, group
+        self.updated = self.with_teacher = False
+        self._metrics: tuple | None = None
+
+    def _make(self):
+        from cskd_viz.metrics import Agreement, PerClassCosine, _Totals
+
+        options = {"sync_on_compute": self.group is not None, "process_group": self.group}
+        cosine = PerClassCosine(self.num_classes, self.temperature, **options)
+        self._metrics = (_Totals(2, **options), Agreement(**options), cosine)
+
+    def update(self, student_logits: Tensor, teacher_logits: Tensor | None, targets: Tensor) -> None:
+        if self._metrics is None:
+            self._make()
+        totals, agreement, cosine = self._metrics
+        s = student_logits.detach()
+        ce = F.cross_entropy(s.float(), targets.to(s.device), reduction="sum")
+        correct = (s.argmax(1) == targets.to(s.device)).sum()
+        totals.update(torch.stack([ce.double(), correct.double()]), s.shape[0])
+        if teacher_logits is not None:
+            agreement.update(s, teacher_logits, targets)
+            cosine.update(s, teacher_logits)
+            self.with_teacher = True
+        self.updated = True
+
+    def compute_and_reset(self) -> tuple[dict[str, float], list[float] | None]:
+        totals, agreement, cosine = self._metrics
+        (ce_sum, correct), n = totals.compute()
+        metrics = {"accuracy": correct / n, "agreement": _NAN, "loss": ce_sum / n, "cosine_distance": _NAN}
+        metrics["teacher_accuracy"] = _NAN
+        class_cosine = None
+        if self.with_teacher:
+            result = agreement.compute()
+            per_class = cosine.compute()
+            class_cosine = per_class.tolist()
+            metrics.update(
+                agreement=result["agreement"],
+                cosine_distance=float(1.0 - per_class.mean()),
+                teacher_accuracy=result["teacher_accuracy"],
+            )
+        for metric in self._metrics:
+            metric.reset()
+        self.updated = self.with_teacher = False
+        return metrics, class_cosine

@@ -1,0 +1,202 @@
+"""``RunConfig``: everything one run of :func:`~cskd_viz.training.run_experiment` needs, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cskd_viz.methods import Method, get_method, method_names, method_parameters
+from cskd_viz.training.settings import SCHEDULES, TrainSettings, positive_int
+
+__all__ = ["RunConfig"]
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs, validated on construction (clear ``ValueError``/``TypeError``).
+
+    Attributes:
+        dataset: a :mod:`cskd_viz.data` name (``"digits"``, ...).
+        student: a :mod:`cskd_viz.models` name: the model this run trains.
+        teacher: a model name, or ``None`` to train ``student`` alone with CE (a teacher run).
+        teacher_checkpoint: a ``{"model": state_dict}`` file for ``teacher``. ``None``: the teacher
+            is trained first for ``teacher_epochs`` (run ``teacher-<arch>-<dataset>-...`` under
+            ``runs_dir``) and reused by later runs with the same teacher settings.
+        method: ``"ce"``, ``"kd"``, ``"cskd"``, ``"cskd_cswt"`` or ``"dist"``.
+        temperature, t_low, t_high: ``T`` and the CSWT range (defaults 4, 2, 6).
+        w_ce, w_kd: weights of the CE and method terms.
+        epochs, max_steps: budget (at least one; the first reached ends the run).
+        teacher_epochs, teacher_lr: budget and learning rate (``None``: ``lr``) of an auto-trained teacher.
+        batch_size, lr, momentum, weight_decay, schedule: optimisation.
+        seed: seeds the data split, the loader order and the model initialisation.
+        log_every: diagnostics every this many steps.
+        name: run directory name (``None``: ``<method>-<student>-<dataset>-s<seed>``).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        cache_teacher: see :func:`distill` (``None``: automatic).
+        global_batch: under ``torchrun`` with ``N > 1`` processes, CSKD on the global batch of all
+            processes (``batch_size`` is always the per-process batch); no effect in one process.
+
+    Example:
+        >>> RunConfig(method="kd", epochs=2).run_name
+        'kd-cnn_small-digits-s0'
+        >>> RunConfig(temperature=-1)
+        Traceback (most recent call last):
+        ...
+        ValueError: temperature must be > 0, got -1.0
+    """
+
+    dataset: str = "digits"
+    student: str = "cnn_small"
+    teacher: str | None = "cnn_large"
+    teacher_checkpoint: str | None = None
+    method: str = "cskd_cswt"
+    temperature: float = 4.0
+    t_low: float = 2.0
+    t_high: float = 6.0
+    w_ce: float = 1.0
+    w_kd: float = 1.0
+    epochs: int | None = 10
+    max_steps: int | None = None
+    teacher_epochs: int = 20
+    teacher_lr: float | None = None
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    seed: int = 0
+    log_every: int = 10
+    name: str | None = None
+    device: str = "cpu"
+    cache_teacher: bool | None = None
+    global_batch: bool = False
+
+    def __post_init__(self) -> None:
+        from cskd_viz._validation import check_scalar, check_temperature_range
+        from cskd_viz.data import DATASETS
+        from cskd_viz.models import MODELS
+
+        def choice(value, options, label):
+            if value not in options:
+                raise ValueError(f"{label} must be one of {sorted(options)}, got {value!r}")
+
+        choice(self.dataset, DATASETS, "dataset")
+        choice(self.student, MODELS, "student")
+        if self.teacher is not None:
+            choice(self.teacher, MODELS, "teacher")
+        choice(self.method, method_names(), "method")
+        if self.teacher is None:
+            if self.method != "ce":
+                raise ValueError(f"method {self.method!r} needs a teacher: set teacher (e.g. 'cnn_large')")
+            if self.teacher_checkpoint is not None:
+                raise ValueError("teacher_checkpoint is given but teacher is None: name the teacher architecture")
+        if self.teacher_checkpoint is not None:
+            if not isinstance(self.teacher_checkpoint, (str, os.PathLike)):
+                raise TypeError(f"teacher_checkpoint must be a path, got {type(self.teacher_checkpoint).__name__}")
+            if not Path(self.teacher_checkpoint).is_file():
+                raise ValueError(f"teacher_checkpoint {os.fspath(self.teacher_checkpoint)!r} is not a file")
+            object.__setattr__(self, "teacher_checkpoint", os.fspath(self.teacher_checkpoint))
+        for label in ("temperature", "lr", "w_ce", "w_kd", "momentum", "weight_decay"):
+            positive = label in ("temperature", "lr")
+            object.__setattr__(self, label, check_scalar(getattr(self, label), label, positive=positive))
+        for label in ("w_ce", "w_kd", "weight_decay"):
+            if getattr(self, label) < 0:
+                raise ValueError(f"{label} must be >= 0, got {getattr(self, label)}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.teacher_lr is not None:
+            object.__setattr__(self, "teacher_lr", check_scalar(self.teacher_lr, "teacher_lr"))
+        t_low, t_high = check_temperature_range(self.t_low, self.t_high)
+        object.__setattr__(self, "t_low", t_low)
+        object.__setattr__(self, "t_high", t_high)
+        positive_int(self.epochs, "epochs", allow_none=True)
+        positive_int(self.max_steps, "max_steps", allow_none=True)
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("give epochs or max_steps (or both)")
+        for label in ("teacher_epochs", "batch_size", "log_every"):
+            positive_int(getattr(self, label), label)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        choice(self.schedule, SCHEDULES, "schedule")
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
+        if self.name is not None and (not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name)):
+            raise ValueError(
+                f"name must start with a letter or digit and use only letters, digits and . _ + = -, got {self.name!r}"
+            )
+        if self.cache_teacher is not None and not isinstance(self.cache_teacher, bool):
+            raise TypeError(f"cache_teacher must be True, False or None, got {self.cache_teacher!r}")
+        if not isinstance(self.global_batch, bool):
+            raise TypeError(f"global_batch must be True or False, got {self.global_batch!r}")
+
+    @property
+    def cswt(self) -> bool:
+        """Whether the method uses cosine-similarity-weighted temperatures."""
+        return self.method == "cskd_cswt"
+
+    @property
+    def run_name(self) -> str:
+        """``name``, or ``<method>-<student>-<dataset>-s<seed>``."""
+        return self.name or f"{self.method}-{self.student}-{self.dataset}-s{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields plus ``cswt`` (what goes into the run's ``config.json``)."""
+        return {**dataclasses.asdict(self), "name": self.run_name, "cswt": self.cswt}
+
+    def train_settings(self, **overrides: Any) -> TrainSettings:
+        """The :class:`TrainSettings` of this config's run (``overrides``: e.g. ``progress``, ``device``)."""
+        fields = ("epochs", "max_steps", "lr", "momentum", "weight_decay", "schedule", "seed", "log_every")
+        values = {name: getattr(self, name) for name in fields}
+        values.update(
+            device=self.device,
+            cache_teacher=self.cache_teacher,
+            temperature=self.temperature if self.teacher is not None else None,
+            global_batch=self.global_batch,
+            name=self.run_name,
+        )
+        return TrainSettings(**{**values, **overrides})
+
+    def make_method(self) -> Method:
+        """The configured method object."""
+        candidates = {
+            "temperature": self.temperature,
+            "t_low": self.t_low,
+            "t_high": self.t_high,
+            "w_ce": self.w_ce,
+            "w_kd": self.w_kd,
+        }
+        allowed = method_parameters(self.method)
+        return get_method(self.method, **{k: v for k, v in candidates.items() if k in allowed})
+
+    def teacher_config(self) -> RunConfig:
+        """The config of the CE run that trains this config's teacher (when no checkpoint is given)."""
+        if self.teacher is None:
+            raise ValueError("this config has no teacher")
+        key = {
+            k: getattr(self, k)
+            for k in ("dataset", "teacher", "teacher_epochs", "batch_size", "momentum", "weight_decay", "schedule")
+        }
+        key.update(lr=self.teacher_lr or self.lr, seed=self.seed)
+        digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
+        return dataclasses.replace(
+            self,
+            student=self.teacher,
+            teacher=None,
+            teacher_checkpoint=None,
+            method="ce",
+            w_ce=1.0,
+            epochs=self.teacher_epochs,
+            max_steps=None,
+            lr=self.teacher_lr or self.lr,
+            name=f"teacher-{self.teacher}-{self.dataset}-s{self.seed}-{digest}",
+            cache_teacher=None,
+            global_batch=False,
+        )

@@ -1,0 +1,199 @@
+"""``run_experiment``: one configured run end to end (data, teacher, run directory, training, ``model.pt``).
+
+Under ``torchrun`` every process calls it with the same config: rank 0 decides whether a teacher
+run can be reused and which run directory to use, writes files, and broadcasts the teacher's
+weights, so exactly one run log (and one ``model.pt``) is written per run and the file system need
+not be shared between nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cskd_viz.distributed import (
+    broadcast_module,
+    distributed_session,
+    get_rank,
+    get_world_size,
+    on_main,
+    process_device,
+    resolve_device,
+)
+from cskd_viz.runs import RunLog, is_run_dir, load_run
+from cskd_viz.training.checkpoints import load_checkpoint, save_checkpoint
+from cskd_viz.training.config import RunConfig
+from cskd_viz.training.loop import distill, train_teacher
+
+__all__ = ["run_experiment"]
+
+
+def _unique_dir(root: Path, name: str, overwrite: bool) -> Path:
+    path = root / name
+    if not path.exists():
+        return path
+    if overwrite:
+        if not is_run_dir(path):
+            raise ValueError(f"{path} exists and is not a cskd_viz run directory: refusing to overwrite it")
+        shutil.rmtree(path)
+        return path
+    k = 2
+    while (root / f"{name}-{k}").exists():
+        k += 1
+    return root / f"{name}-{k}"
+
+
+def _reusable_teacher(path: Path, config: RunConfig) -> bool:
+    if not (path / "model.pt").is_file() or not is_run_dir(path):
+        return False
+    try:
+        log = load_run(path)
+    except ValueError:
+        return False
+    wanted = config.to_dict()
+    # device and global_batch do not change what a CE teacher run learns (runs older than the
+    # global_batch field lack it).
+    return log.status == "finished" and all(
+        log.config.get(k) == v for k, v in wanted.items() if k not in ("device", "global_batch")
+    )
+
+
+def run_experiment(
+    config: RunConfig,
+    runs_dir: str | os.PathLike = "runs",
+    callbacks: Sequence[Any] = (),
+    stop_event: threading.Event | None = None,
+    *,
+    progress: bool | None = None,
+    overwrite: bool = False,
+    raise_on_interrupt: bool = True,
+) -> RunLog:
+    """Run one configured experiment end to end and return its :class:`RunLog`.
+
+    Steps: seed; build the loaders (``make_loaders(dataset, batch_size, seed)``); get the teacher
+    (load ``teacher_checkpoint``, reuse a finished auto-teacher run under ``runs_dir`` with the
+    same settings, or train one now with CE and save it); build the student; train it
+    (:func:`~cskd_viz.training.distill`, or :func:`~cskd_viz.training.train_teacher` when
+    ``teacher`` is ``None``), logging to ``runs_dir/<name>/``; save the trained weights as
+    ``model.pt`` (``{"model": state_dict}``).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) every process calls this with the same config: it
+    initialises the process group (:func:`~cskd_viz.distributed.distributed_session`) unless one
+    exists, trains with DDP on sharded data, and only rank 0 writes the run directory and
+    ``model.pt``. Every rank returns a :class:`RunLog` with the same status; rank 0's holds the
+    records and its ``path``, the others' are in memory.
+
+    Args:
+        config: the :class:`RunConfig`.
+        runs_dir: parent directory of run directories.
+        callbacks: training callbacks (also see the auto-teacher's training, if any).
+        stop_event: ends the run after the current step (status ``"interrupted"``). If it is set
+            while an auto-teacher trains, the teacher's interrupted run log is returned.
+        progress: progress bars (``None``: automatic).
+        overwrite: replace an existing run directory of the same name (only if it is a run);
+            otherwise a ``-2``, ``-3``, ... suffix keeps both.
+        raise_on_interrupt: re-raise ``KeyboardInterrupt`` after saving the log (default).
+
+    Example:
+        >>> import tempfile
+        >>> config = RunConfig(student="mlp_small", teacher="mlp_large", method="kd", max_steps=3,
+        ...                    teacher_epochs=1, epochs=None)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     log = run_experiment(config, runs_dir=tmp, progress=False)
+        ...     log.status, log.config["method"], (log.path / "model.pt").is_file()
+        ('finished', 'kd', True)
+    """
+    if not isinstance(config, RunConfig):
+        raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise ValueError(f"runs_dir {runs_dir} exists and is not a directory")
+    resolve_device(config.device)
+    session = _Session(config, runs_dir, callbacks, stop_event, progress, raise_on_interrupt)
+    with distributed_session(config.device):
+        return session.run(overwrite)
+
+
+@dataclasses.dataclass
+class _Session:
+    """:func:`run_experiment` once its arguments are checked."""
+
+    config: RunConfig
+    runs_dir: Path
+    callbacks: Sequence[Any]
+    stop_event: threading.Event | None
+    progress: bool | None
+    raise_on_interrupt: bool
+
+    def run(self, overwrite: bool) -> RunLog:
+        from cskd_viz.data import make_loaders
+        from cskd_viz.models import get_model
+
+        config = self.config
+        device = process_device(resolve_device(config.device))
+        main = get_rank() == 0
+        train_loader, test_loader, info = make_loaders(config.dataset, batch_size=config.batch_size, seed=config.seed)
+        teacher, teacher_source = None, None
+        if config.teacher is not None:
+            teacher = get_model(config.teacher, info.num_classes, info.input_shape)
+            teacher_source = self._teacher_source(teacher)
+            if isinstance(teacher_source, RunLog):  # the auto-teacher's run was interrupted
+                return teacher_source
+            if get_world_size() > 1:
+                broadcast_module(teacher.to(device))
+        torch.manual_seed(config.seed)
+        student = get_model(config.student, info.num_classes, info.input_shape)
+        path = on_main(lambda: _unique_dir(self.runs_dir, config.run_name, overwrite))
+        extra = {"name": path.name, "teacher_source": teacher_source, "info": dataclasses.asdict(info)}
+        run_log = RunLog({**config.to_dict(), **extra}, path=path if main else None)
+        settings = config.train_settings(
+            device=device, progress=self.progress, raise_on_interrupt=self.raise_on_interrupt, name=path.name
+        )
+        common = {"callbacks": self.callbacks, "stop_event": self.stop_event, "run_log": run_log}
+        fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
+        try:
+            if teacher is None:
+                train_teacher(student, train_loader, test_loader, **common, **fields)
+            else:
+                method = config.make_method()
+                distill(student, teacher, train_loader, test_loader, method=method, info=info, **common, **fields)
+        finally:
+            if main and run_log.status in ("finished", "interrupted"):
+                save_checkpoint(student, path / "model.pt")
+        return run_log
+
+    def _teacher_source(self, teacher: nn.Module) -> str | RunLog:
+        """Load the teacher's weights (on rank 0) and say where from; an interrupted teacher run's log instead."""
+        config = self.config
+        source = config.teacher_checkpoint
+        if source is None:
+            teacher_run = config.teacher_config()
+            teacher_dir = self.runs_dir / teacher_run.run_name
+            # Decided on rank 0 (the one that writes runs) so that every rank takes the same branch.
+            if not on_main(lambda: _reusable_teacher(teacher_dir, teacher_run)):
+                teacher_log = run_experiment(
+                    teacher_run,
+                    self.runs_dir,
+                    self.callbacks,
+                    self.stop_event,
+                    progress=self.progress,
+                    overwrite=True,
+                    raise_on_interrupt=self.raise_on_interrupt,
+                )
+                if teacher_log.status != "finished":
+                    return teacher_log
+            source = str(teacher_dir / "model.pt")
+
+        def load() -> None:  # under DDP: read on rank 0, weights broadcast to the others by the caller
+            load_checkpoint(teacher, source, map_location="cpu")
+
+        on_main(load)
+        return source

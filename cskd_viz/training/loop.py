@@ -1,0 +1,478 @@
+"""The training loop behind :func:`train_teacher` and :func:`distill`, recorded through :class:`cskd_viz.Monitor`.
+
+A step is forward, loss, backward and the optimiser step, with no host-device synchronisation.
+Every ``log_every`` steps (and the first and last) the step goes to the run's
+:class:`~cskd_viz.monitor.Monitor`, whose :class:`~cskd_viz.runs.StepRecord` reaches the callbacks;
+each epoch ends with an evaluation (:meth:`Monitor.log_eval`) when there is a test loader.
+
+**Stopping.** A ``stop_event`` (``threading.Event``) set by another thread or by a callback ends
+the run after the current step with status ``"interrupted"``. A ``KeyboardInterrupt`` (Ctrl-C, or
+*Interrupt kernel* in Jupyter) also saves the run log with status ``"interrupted"``; it is then
+re-raised by default (``raise_on_interrupt=False`` returns the log instead).
+
+**Data parallelism** (``torchrun``, see ``docs/distributed.md``): with ``N > 1`` ranks the
+training loader is sharded (:func:`~cskd_viz.distributed.shard_loader`), the model wrapped in
+``DistributedDataParallel``, ``global_batch=True`` passes the default group to the method, the
+test set is split exactly across the ranks (:func:`~cskd_viz.distributed.shard_eval_loader`) and
+the monitor reduces over all ranks; rank 0 alone shows a bar, calls callbacks and writes files.
+Ranks agree on stopping at logged steps and epoch ends.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, SequentialSampler
+
+from cskd_viz.distributed import (
+    any_rank,
+    default_group,
+    get_rank,
+    get_world_size,
+    process_device,
+    resolve_device,
+    shard_eval_loader,
+    shard_loader,
+)
+from cskd_viz.methods import Method, get_method, method_names, total_loss
+from cskd_viz.monitor import Monitor
+from cskd_viz.runs import EvalRecord, RunLog, StepRecord
+from cskd_viz.training.callbacks import Hooks
+from cskd_viz.training.settings import TrainSettings, lr_factor
+from cskd_viz.training.teacher_cache import TeacherLogitCache, data_augmented, with_indices
+
+__all__ = ["train_teacher", "distill"]
+
+
+class _Trainer:
+    """One training run (teacher or student). Internal: use train_teacher / distill."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        teacher: nn.Module | None,
+        method: Method,
+        loaders: tuple[DataLoader, DataLoader | None],
+        settings: TrainSettings,
+        *,
+        info: Any = None,
+        callbacks: Sequence[Any] = (),
+        stop_event: threading.Event | None = None,
+        run_log: RunLog | None = None,
+    ) -> None:
+        train_loader, test_loader = loaders
+        _check_types(model, teacher, method, train_loader, test_loader, stop_event)
+        self.settings, self.method, self.stop_event = settings, method, stop_event
+        self.device = process_device(resolve_device(settings.device))
+        self.world = get_world_size()
+        self.main = get_rank() == 0
+        self.group = self._loss_group()
+        if self.world > 1:
+            train_loader = shard_loader(train_loader, seed=settings.seed or 0)
+            test_loader = shard_eval_loader(test_loader) if test_loader is not None else None
+        self.train_loader, self.test_loader = train_loader, test_loader
+        self.n_epochs, self.total_steps = settings.total_steps(len(train_loader))
+        self.model = model.to(self.device)
+        self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self.temperature = settings.temperature or method.diagnostic_temperature
+        self.use_cache = self._use_cache(data_augmented(train_loader, info))
+        self.hooks = Hooks(callbacks if self.main else ())  # callbacks, bars and files: rank 0 only
+        self.run_log = self._prepare_log(run_log)
+        self.monitor: Monitor | None = None  # opened at the first step, when C is known
+        self.step = self.epoch = 0
+        self._test_teacher_logits: list | None = None
+        self._postfix: dict[str, str] = {}
+
+    def _loss_group(self) -> Any:
+        if not self.settings.global_batch:
+            return None
+        if self.world == 1:
+            message = (
+                "global_batch=True has no effect in a single process: launch with torchrun "
+                "(--nproc_per_node=N) for global-batch CSKD over N processes"
+            )
+        elif not self.method.supports_group:
+            message = (
+                f"global_batch=True changes only the CSKD methods; {self.method.name!r} is computed on each "
+                "rank's local batch (for CE and KD, means of per-sample terms, that is the same thing)"
+            )
+        else:
+            return default_group()
+        warnings.warn(message, UserWarning, stacklevel=5)
+        return None
+
+    def _use_cache(self, augmented: bool | None) -> bool:
+        cache = self.settings.cache_teacher
+        if self.teacher is None or cache is False:
+            return False
+        if cache is None:
+            return augmented is False and self.method.needs_teacher
+        if augmented:
+            raise ValueError("cache_teacher=True but the training data is augmented: teacher logits change per epoch")
+        return True
+
+    def _prepare_log(self, run_log: RunLog | None) -> RunLog:
+        s, method = self.settings, self.method
+        details = {
+            "method": method.name,
+            **method.params(),
+            "cswt": method.temperature_range is not None,
+            "diagnostic_temperature": self.temperature,
+            "epochs": s.epochs,
+            "max_steps": s.max_steps,
+            "batch_size": self.train_loader.batch_size,
+            "lr": s.lr,
+            "momentum": s.momentum,
+            "weight_decay": s.weight_decay,
+            "schedule": s.schedule,
+            "seed": s.seed,
+            "log_every": s.log_every,
+            "global_batch": s.global_batch,
+        }
+        facts = {
+            "steps_per_epoch": len(self.train_loader),
+            "total_steps": self.total_steps,
+            "device": str(self.device),
+            "teacher_cache": self.use_cache,
+            "world_size": self.world,
+        }
+        if run_log is None:
+            return RunLog({"name": s.name or method.name, **details, **facts})
+        for key, value in details.items():
+            run_log.config.setdefault(key, value)
+        run_log.config.update(facts)
+        return run_log
+
+    def _open_monitor(self, num_classes: int) -> Monitor:
+        t_low, t_high = self.method.temperature_range or (2.0, 6.0)
+        return Monitor(
+            self.run_log,
+            num_classes,
+            log_every=self.settings.log_every,
+            temperature=self.temperature,
+            t_low=t_low,
+            t_high=t_high,
+            total_steps=self.total_steps,
+            flush_interval_s=self.settings.flush_interval_s,
+            group=default_group() if self.world > 1 else None,
+        )
+
+    # -------------------------------------------------------------- the loop
+    def run(self) -> RunLog:
+        from tqdm.auto import tqdm
+
+        s = self.settings
+        if s.seed is not None:
+            torch.manual_seed(s.seed)
+        name = s.name or self.run_log.name
+        progress = s.progress if self.main else False
+        disable = None if progress is None else not progress
+        bar = tqdm(total=self.total_steps, desc=name, unit="step", disable=disable, dynamic_ncols=True, leave=True)
+        try:
+            for hook in self.hooks.train_begin:
+                hook(self.run_log)
+            status = self._loop(bar)
+        except KeyboardInterrupt:
+            self._end(bar, "interrupted")
+            if s.raise_on_interrupt:
+                raise
+            if self.main:
+                saved = "; the run log is saved with status 'interrupted'" if self.run_log.path is not None else ""
+                print(f"cskd_viz: run {name!r} interrupted at step {self.step}{saved}", file=sys.stderr)
+            return self.run_log
+        except BaseException:
+            self._end(bar, "failed", quiet=True)
+            raise
+        self._end(bar, status)
+        return self.run_log
+
+    def _loop(self, bar) -> str:
+        model, method, device, settings = self.model, self.method, self.device, self.settings
+        train_model = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_model = DistributedDataParallel(model)  # the frozen teacher needs no wrapper
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+        factor = lr_factor(settings.schedule, self.total_steps)
+        cache, loader = self._training_data()
+        for epoch in range(self.n_epochs):
+            self.epoch = epoch
+            if hasattr(loader.sampler, "set_epoch"):
+                loader.sampler.set_epoch(epoch)  # a new shuffle per epoch for DistributedSampler
+            model.train()
+            for batch in loader:
+                x = batch[0].to(device, non_blocking=True)
+                y = batch[1].to(device, non_blocking=True)
+                log_now = self.monitor is None or self.monitor.will_log(self.step + 1)  # step 1 always logs
+                student_logits = train_model(x)
+                teacher_logits = self._teacher_logits(batch, x, cache, log_now)
+                terms = method(student_logits, teacher_logits, y, extras=log_now, group=self.group)
+                loss = total_loss(terms)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                lr = settings.lr * factor(self.step)  # per-step schedule, set by hand: cheaper than an LRScheduler
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.step()
+                self.step += 1
+                if log_now:
+                    self._record(student_logits, teacher_logits, y, loss, terms, lr, bar)
+                if self._stop_requested(log_now):
+                    return "interrupted"
+                if self.step >= self.total_steps:
+                    break
+            if self._end_epoch(bar):
+                return "interrupted"
+            if self.step >= self.total_steps:
+                break
+        return "finished"
+
+    def _training_data(self) -> tuple[TeacherLogitCache | None, DataLoader]:
+        if not self.use_cache:
+            return None, self.train_loader
+        # The whole training set on every rank: a rank's shard changes every epoch.
+        cache = TeacherLogitCache.build(self.teacher, self.train_loader.dataset, self.device)
+        return cache, with_indices(self.train_loader)
+
+    def _teacher_logits(self, batch, x, cache: TeacherLogitCache | None, log_now: bool):
+        if self.teacher is None or not (self.method.needs_teacher or log_now):
+            return None
+        if cache is not None:
+            return cache[batch[2]]
+        with torch.no_grad():
+            return self.teacher(x)
+
+    def _record(self, student_logits, teacher_logits, targets, loss, terms, lr, bar) -> None:
+        if self.monitor is None:
+            self.monitor = self._open_monitor(student_logits.shape[1])
+        losses = {"loss": loss, **{k: v for k, v in terms.items() if k.startswith("loss_")}}
+        record = self.monitor.log_step(
+            self.step,
+            student_logits,
+            teacher_logits,
+            targets,
+            losses=losses,
+            epoch=self.epoch,
+            temperatures=terms.get("temperatures"),
+            lr=lr,
+        )
+        if not self.main:
+            return
+        bar.update(self.step - bar.n)
+        if not bar.disable:
+            self._postfix = _postfix(record.metrics)
+            bar.set_postfix(self._postfix, refresh=False)
+        for hook in self.hooks.step:
+            hook(record)
+
+    def _stop_requested(self, log_now: bool) -> bool:
+        """Whether to stop after this step; under DDP the ranks agree at logged steps only (no collective on others)."""
+        wants = self.stop_event is not None and self.stop_event.is_set()
+        if self.world > 1:
+            wants = log_now and any_rank(wants, self.device)
+        if wants:
+            self.run_log.set_progress(self.step, self.epoch)
+        return wants
+
+    def _end_epoch(self, bar) -> bool:
+        """Progress, evaluation and callbacks at the end of an epoch; whether to stop."""
+        bar.update(self.step - bar.n)
+        self.run_log.set_progress(self.step, self.epoch)
+        record = self._evaluate() if self.test_loader is not None and self.monitor is not None else None
+        if record is not None and not bar.disable:
+            bar.set_postfix({**self._postfix, "test": f"{record.metrics['accuracy']:.3f}"})
+        for hook in self.hooks.epoch_end:
+            hook(self.epoch, record)
+        return any_rank(self.stop_event is not None and self.stop_event.is_set(), self.device)
+
+    @torch.no_grad()
+    def _evaluate(self) -> EvalRecord:
+        model, teacher, monitor = self.model, self.teacher, self.monitor
+        was_training = model.training
+        model.eval()
+        # The teacher's test logits are computed once and reused, when the test order is fixed.
+        reuse = isinstance(self.test_loader.sampler, SequentialSampler) and self._test_teacher_logits is not None
+        cached = self._test_teacher_logits if reuse else None
+        computed, batches = [], 0
+        try:
+            for i, batch in enumerate(self.test_loader):
+                batches += 1
+                x = batch[0].to(self.device, non_blocking=True)
+                y = batch[1].to(self.device, non_blocking=True)
+                t = None
+                if teacher is not None:
+                    t = cached[i] if cached is not None else teacher(x).detach()
+                    computed.append(t)
+                monitor.eval_update(model(x), t, y)
+        finally:
+            model.train(was_training)
+        if batches == 0:
+            raise ValueError("test_loader yields no samples")
+        self._test_teacher_logits = computed if teacher is not None else None
+        return monitor.log_eval(self.epoch, step=self.step)
+
+    def _end(self, bar, status: str, quiet: bool = False) -> None:
+        bar.close()
+        if self.monitor is not None:
+            self.monitor.close(status)
+        elif self.main:
+            self.run_log.finish(status)
+        else:  # other ranks write nothing: only the status is kept, in memory
+            self.run_log.status = status
+        for hook in self.hooks.train_end:
+            try:
+                hook(self.run_log)
+            except Exception:  # noqa: BLE001 - never mask the exception that ended the run
+                if not quiet:
+                    raise
+
+
+def _check_types(model, teacher, method, train_loader, test_loader, stop_event) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be an nn.Module or None, got {type(teacher).__name__}")
+    if not isinstance(train_loader, DataLoader):
+        raise TypeError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
+    if test_loader is not None and not isinstance(test_loader, DataLoader):
+        raise TypeError(f"test_loader must be a torch DataLoader or None, got {type(test_loader).__name__}")
+    if method.needs_teacher and teacher is None:
+        raise ValueError(f"method {method.name!r} needs a teacher, got teacher=None")
+    if stop_event is not None and not hasattr(stop_event, "is_set"):
+        raise TypeError("stop_event must be a threading.Event (or have is_set())")
+
+
+def _postfix(metrics: dict) -> dict:
+    out = {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['train_accuracy']:.2f}"}
+    for key, label in (("agreement", "agree"), ("mean_temperature", "T")):
+        value = metrics.get(key, float("nan"))
+        if value == value:
+            out[label] = f"{value:.2f}"
+    return out
+
+
+# ----------------------------------------------------------------------------- public trainers
+
+
+def train_teacher(
+    model: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+    stop_event: threading.Event | None = None,
+    run_log: RunLog | None = None,
+    **settings: Any,
+) -> RunLog:
+    """Train ``model`` with cross-entropy for ``epochs`` epochs or ``max_steps`` steps.
+
+    ``L = CE(z, y)``; SGD with momentum, weight decay and a per-step learning-rate schedule.
+    Columns that need a teacher (``agreement``, ``cosine_distance``) are NaN.
+
+    Args:
+        model: the network, ``(B, ...) -> (B, C)``; trained in place.
+        train_loader: yields ``(x, y)`` batches.
+        test_loader: evaluated at the end of each epoch (``evals`` frame), or ``None``.
+        callbacks: objects with ``on_train_begin/on_step/on_epoch_end/on_train_end`` (any subset).
+        stop_event: a ``threading.Event``; once set, the run ends after the current step.
+        run_log: where to record (e.g. a :class:`RunLog` with a directory); an in-memory one by default.
+        **settings: the fields of :class:`~cskd_viz.training.TrainSettings` (``epochs``,
+            ``max_steps``, ``lr``, ``schedule``, ``device``, ``seed``, ``log_every``, ``progress``, ...).
+
+    Returns:
+        The :class:`RunLog` (status ``"finished"`` or ``"interrupted"``).
+
+    Example:
+        >>> from cskd_viz.data import make_loaders
+        >>> from cskd_viz.models import get_model
+        >>> train, test, info = make_loaders("synthetic", batch_size=32, seed=0)
+        >>> net = get_model("mlp_small", info.num_classes, info.input_shape)
+        >>> log = train_teacher(net, train, test, max_steps=5, progress=False)
+        >>> log.status, int(log.steps.step.iloc[-1]), len(log.evals)
+        ('finished', 5, 1)
+    """
+    options = TrainSettings(**{"name": "teacher", **settings, "cache_teacher": False})
+    trainer = _Trainer(
+        model,
+        None,
+        get_method("ce"),
+        (train_loader, test_loader),
+        options,
+        callbacks=callbacks,
+        stop_event=stop_event,
+        run_log=run_log,
+    )
+    return trainer.run()
+
+
+def distill(
+    student: nn.Module,
+    teacher: nn.Module,
+    train_loader: DataLoader,
+    test_loader: DataLoader | None = None,
+    *,
+    method: str | Method = "cskd_cswt",
+    info: Any = None,
+    callbacks: Sequence[Any] = (),
+    stop_event: threading.Event | None = None,
+    run_log: RunLog | None = None,
+    **settings: Any,
+) -> RunLog:
+    """Train ``student`` against a frozen ``teacher`` (``eval()``, ``no_grad``) with a distillation method.
+
+    ``L = w_ce * CE(z_s, y) + w_kd * L_method(z_s, z_t)`` (see :mod:`cskd_viz.methods`). The
+    teacher is also used for diagnostics (agreement, per-class cosine, ``d(T)``), so a ``"ce"``
+    student with a teacher is the honest baseline of a comparison.
+
+    Args:
+        student: trained in place. ``teacher``: never updated.
+        train_loader, test_loader: as in :func:`train_teacher`.
+        method: a :class:`~cskd_viz.methods.Method` or a registry name (default parameters).
+        info: the :class:`~cskd_viz.data.DatasetInfo` from ``make_loaders`` (tells whether the
+            data is augmented, for the teacher-logit cache).
+        callbacks, stop_event, run_log: as in :func:`train_teacher`.
+        **settings: the fields of :class:`~cskd_viz.training.TrainSettings`; ``cache_teacher``
+            (``True`` with augmented data is a ``ValueError``), ``temperature`` (of the
+            diagnostics) and ``global_batch`` (CSKD on the global batch under torch.distributed;
+            a warning when it changes nothing) matter here.
+
+    Returns:
+        The :class:`RunLog`.
+
+    Example:
+        >>> from cskd_viz.data import make_loaders
+        >>> from cskd_viz.models import get_model
+        >>> train, test, info = make_loaders("synthetic", batch_size=32, seed=0)
+        >>> teacher = get_model("mlp_large", info.num_classes, info.input_shape)
+        >>> student = get_model("mlp_small", info.num_classes, info.input_shape)
+        >>> log = distill(student, teacher, train, test, method="cskd_cswt", max_steps=5, info=info, progress=False)
+        >>> log.config["teacher_cache"], sorted(c for c in log.steps.columns if c.startswith("loss_"))
+        (True, ['loss_ce', 'loss_cskd'])
+    """
+    if isinstance(method, str):
+        method = get_method(method)
+    if not isinstance(method, Method):
+        raise TypeError(f"method must be a Method or one of {method_names()}, got {type(method).__name__}")
+    if teacher is None:
+        raise ValueError("teacher must be an nn.Module (use train_teacher to train without one)")
+    trainer = _Trainer(
+        student,
+        teacher,
+        method,
+        (train_loader, test_loader),
+        TrainSettings(**settings),
+        info=info,
+        callbacks=callbacks,
+        stop_event=stop_event,
+        run_log=run_log,
+    )
+    return trainer.run()

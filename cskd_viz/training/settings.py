@@ -1,0 +1,139 @@
+"""``TrainSettings``: how one training run is driven (budget, optimiser, schedule, logging), validated once."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["TrainSettings", "SCHEDULES", "lr_factor"]
+
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+    """The learning-rate multiplier at 0-based step ``k`` of ``total_steps``.
+
+    ``"cosine"``: ``(1 + cos(pi k / K)) / 2``; ``"step"``: ``x0.1`` at 62.5%, 75% and 87.5% of the
+    steps (mdistiller's 150/180/210 of 240 epochs); ``"constant"``: 1.
+
+    Example:
+        >>> [round(lr_factor("cosine", 4)(k), 3) for k in range(5)]
+        [1.0, 0.854, 0.5, 0.146, 0.0]
+    """
+    if schedule == "cosine":
+        return lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total_steps) / total_steps))
+    if schedule == "step":
+        milestones = [int(total_steps * f) for f in (0.625, 0.75, 0.875)]
+        return lambda k: 0.1 ** sum(k >= m for m in milestones)
+    if schedule == "constant":
+        return lambda k: 1.0
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+def _finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The settings of one run of :func:`~cskd_viz.training.train_teacher` or :func:`~cskd_viz.training.distill`.
+
+    Their keyword arguments are these fields.
+
+    Attributes:
+        epochs, max_steps: the budget (at least one; the first one reached ends training).
+        lr, momentum, weight_decay: SGD; ``schedule``: ``"cosine"``, ``"step"`` or ``"constant"``,
+            per step (see :func:`lr_factor`).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device``.
+        seed: ``torch.manual_seed`` at the start (the loader keeps its own seeded generator).
+        log_every: diagnostics every this many steps (and on the first and last step).
+        cache_teacher: compute the teacher's training-set logits once (``None``: when the data is
+            known to be unaugmented and the method uses the teacher every step).
+        temperature: ``T`` of the diagnostics; the method's own by default.
+        progress: a ``tqdm.auto`` bar (``None``: only on a terminal or in a notebook).
+        flush_interval_s: write the run log at most this often while training (0: at every record).
+        raise_on_interrupt: re-raise ``KeyboardInterrupt`` after saving the log, or return the log.
+        global_batch: under torch.distributed, CSKD on the global batch of all ranks.
+        name: label of the progress bar and of an in-memory run log.
+
+    Example:
+        >>> TrainSettings(max_steps=5).total_steps(steps_per_epoch=3)
+        (2, 5)
+        >>> TrainSettings(epochs=1, lr=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr must be > 0, got 0.0
+    """
+
+    epochs: int | None = None
+    max_steps: int | None = None
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    device: str | torch.device = "cpu"
+    seed: int | None = None
+    log_every: int = 10
+    cache_teacher: bool | None = None
+    temperature: float | None = None
+    progress: bool | None = None
+    flush_interval_s: float = 1.0
+    raise_on_interrupt: bool = True
+    global_batch: bool = False
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        positive_int(self.epochs, "epochs", allow_none=True)
+        positive_int(self.max_steps, "max_steps", allow_none=True)
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("give epochs or max_steps (or both: training stops at whichever comes first)")
+        for name in ("lr", "momentum", "weight_decay"):
+            object.__setattr__(self, name, _finite(getattr(self, name), name))
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        lr_factor(self.schedule, 1)  # validates the name
+        positive_int(self.log_every, "log_every")
+        flush = self.flush_interval_s
+        if isinstance(flush, bool) or not isinstance(flush, (int, float)) or not flush >= 0:
+            raise ValueError(f"flush_interval_s must be a number >= 0, got {flush!r}")
+        if self.temperature is not None:
+            object.__setattr__(self, "temperature", _finite(self.temperature, "temperature"))
+            if self.temperature <= 0:
+                raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("global_batch", "raise_on_interrupt"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if self.cache_teacher is not None and not isinstance(self.cache_teacher, bool):
+            raise TypeError(f"cache_teacher must be True, False or None, got {self.cache_teacher!r}")
+
+    def total_steps(self, steps_per_epoch: int) -> tuple[int, int]:
+        """``(number of epochs to iterate, total optimiser steps)`` for a loader of this many batches."""
+        if steps_per_epoch < 1:
+            raise ValueError("train_loader yields no batches")
+        total = self.epochs * steps_per_epoch if self.epochs is not None else self.max_steps
+        if self.max_steps is not None:
+            total = min(total, self.max_steps)
+        return math.ceil(total / steps_per_epoch), total
+
+    def replace(self, **changes: Any) -> TrainSettings:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
