@@ -18,10 +18,11 @@ rarely predicted class, whose squared probabilities underflow float64, keeps its
 and reduce with :func:`merge_scaled_sums`, the exact sum of such sums, instead. A metric fed
 batch by batch equals its functional twin on the concatenated data (up to float64 rounding).
 
-Temperature quantiles come from a fixed histogram of ``bins * 100`` fine bins over
-``[t_low, t_high]`` (a streaming metric cannot keep every value): each quantile is exact to within
-one fine bin, ``(t_high - t_low) / (100 bins)``, and clamped to the exact ``[min, max]``. Values
-outside ``[t_low, t_high]`` count in the end bins.
+Temperature quantiles: :func:`temperature_stats` has every value and gives exact quantiles
+(``torch.quantile``'s linear rule); :class:`TemperatureStats` streams and keeps a fixed histogram of
+``bins * 100`` fine bins over ``[t_low, t_high]``, so its quantiles are exact to within one fine bin,
+``(t_high - t_low) / (100 bins)`` (clamped to the exact ``[min, max]``). Everything else agrees
+exactly. Values outside ``[t_low, t_high]`` count in the end bins of the histograms.
 """
 
 from __future__ import annotations
@@ -73,12 +74,13 @@ def _empty_scaled_sums(num_classes: int, device: Any = None) -> Tensor:
 
 
 def _scaled_sums(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``(5, C)`` sums of one batch, each column relative to its own largest probability."""
-    log_s = F.log_softmax(student_logits.detach().double() / temperature, dim=1)
-    log_t = F.log_softmax(teacher_logits.detach().double() / temperature, dim=1)
-    scale_s, scale_t = log_s.amax(0), log_t.amax(0)
-    u, v = torch.exp(log_s - scale_s), torch.exp(log_t - scale_t)
-    return torch.stack([(u * v).sum(0), (u * u).sum(0), (v * v).sum(0), scale_s, scale_t])
+    """``(5, C)`` float64 sums of one batch, each column relative to its own largest probability."""
+    z = torch.stack([student_logits.detach(), teacher_logits.detach()]).double().div_(temperature)  # (2, B, C)
+    z = torch.log_softmax(z, dim=2)
+    scales = z.amax(1)  # (2, C)
+    directions = z.sub_(scales.unsqueeze(1)).exp_()
+    dot = (directions[0] * directions[1]).sum(0)
+    return torch.cat([dot.unsqueeze(0), directions.square_().sum(1), scales])
 
 
 def merge_scaled_sums(stacked: Tensor) -> Tensor:
@@ -87,24 +89,31 @@ def merge_scaled_sums(stacked: Tensor) -> Tensor:
     Each part is re-expressed relative to the largest scale per class, then summed; a part that
     saw no data (scales ``-inf``) contributes nothing.
     """
-    scale_s = stacked[:, 3].amax(0)
-    scale_t = stacked[:, 4].amax(0)
-    finite_s, finite_t = torch.isfinite(scale_s), torch.isfinite(scale_t)
-    factor_s = torch.where(finite_s, torch.exp(stacked[:, 3] - torch.where(finite_s, scale_s, 0.0)), 0.0)
-    factor_t = torch.where(finite_t, torch.exp(stacked[:, 4] - torch.where(finite_t, scale_t, 0.0)), 0.0)
-    dot = (stacked[:, 0] * factor_s * factor_t).sum(0)
-    student_sq = (stacked[:, 1] * factor_s * factor_s).sum(0)
-    teacher_sq = (stacked[:, 2] * factor_t * factor_t).sum(0)
-    return torch.stack([dot, student_sq, teacher_sq, scale_s, scale_t])
+    scales = stacked[:, 3:].amax(0)  # (2, C)
+    seen = torch.isfinite(scales)
+    factors = torch.where(seen, torch.exp(stacked[:, 3:] - torch.where(seen, scales, 0.0)), 0.0)  # (N, 2, C)
+    dot = (stacked[:, 0] * factors[:, 0] * factors[:, 1]).sum(0)
+    squares = (stacked[:, 1:3] * factors.square()).sum(0)
+    return torch.cat([dot.unsqueeze(0), squares, scales])
+
+
+def _batch_class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """``(C,)`` float64 per-class cosines of one batch: :func:`_cosine_from_sums` of :func:`_scaled_sums`, in fewer operations."""
+    z = torch.stack([student_logits.detach(), teacher_logits.detach()]).double().div_(temperature)
+    z = torch.log_softmax(z, dim=2)
+    directions = z.sub_(z.amax(1, keepdim=True)).exp_()  # largest entry of each column is 1: norms >= 1
+    gram = (directions.unsqueeze(0) * directions.unsqueeze(1)).sum(2)  # (2, 2, C): dot products and squared norms
+    # sqrt(a * a) == a in IEEE arithmetic, so identical columns give exactly 1
+    return gram[0, 1].div_(gram[0, 0].mul(gram[1, 1]).sqrt_()).clamp_(0.0, 1.0)
 
 
 def _cosine_from_sums(sums: Tensor) -> Tensor:
-    """``(C,)`` cosines from ``(5, C)`` scaled sums. Two all-zero columns count as 1, one as 0."""
-    dot, student_sq, teacher_sq = sums[0], sums[1], sums[2]
-    norms = (student_sq * teacher_sq).sqrt()
-    both_zero = (student_sq == 0) & (teacher_sq == 0)
-    cosine = torch.where(norms > 0, dot / torch.where(norms > 0, norms, 1.0), 0.0)
-    return torch.where(both_zero, 1.0, cosine).clamp(0.0, 1.0)
+    """``(C,)`` cosines from ``(5, C)`` scaled sums of at least one sample.
+
+    Every batch's columns are scaled so their largest entry is 1, so both squared norms are >= 1
+    once any sample was seen: no zero division, no ``eps``.
+    """
+    return (sums[0] / (sums[1] * sums[2]).sqrt()).clamp_(0.0, 1.0)
 
 
 def _checked_pair(student_logits: Tensor, teacher_logits: Tensor, num_classes: int | None = None) -> None:
@@ -131,7 +140,7 @@ def class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     """
     _checked_pair(student_logits, teacher_logits)
     temperature = check_scalar(temperature, "temperature")
-    return _cosine_from_sums(_scaled_sums(student_logits, teacher_logits, temperature))
+    return _batch_class_cosine(student_logits, teacher_logits, temperature)
 
 
 class PerClassCosine(Metric):
@@ -210,11 +219,7 @@ def _temperature_sums(values: Tensor, t_low: float, t_high: float, fine_bins: in
         return moments, torch.zeros(fine_bins, dtype=torch.int64, device=values.device)
     low, high = torch.aminmax(values)
     moments = torch.stack([values.new_tensor(float(values.numel())), values.sum(), values.square().sum(), low, high])
-    width = t_high - t_low
-    if width > 0:
-        index = ((values - t_low) * (fine_bins / width)).floor_().long().clamp_(0, fine_bins - 1)
-    else:
-        index = torch.zeros_like(values, dtype=torch.long)
+    index = _fine_index(values, t_low, t_high, fine_bins // _FINE_PER_BIN)
     return moments, torch.bincount(index, minlength=fine_bins)
 
 
@@ -250,7 +255,7 @@ def _quantiles_from_histogram(fine: Tensor, t_low: float, t_high: float, low: fl
 
 
 def temperature_stats(temperatures: Tensor, t_low: float = 2.0, t_high: float = 6.0, bins: int = 12) -> dict[str, Any]:
-    """Statistics of CSWT temperatures, computed as :class:`TemperatureStats` does.
+    """Statistics of CSWT temperatures: what :class:`TemperatureStats` computes, with exact quantiles.
 
     Args:
         temperatures: ``(B,)`` positive temperatures (at least one).
@@ -269,8 +274,50 @@ def temperature_stats(temperatures: Tensor, t_low: float = 2.0, t_high: float = 
     t_low, t_high = check_temperature_range(t_low, t_high)
     bins = _positive_int(bins, "bins")
     values = _checked_temperatures(temperatures)
-    moments, fine = _temperature_sums(values, t_low, t_high, bins * _FINE_PER_BIN)
-    return _stats_from_sums(moments, fine, t_low, t_high, bins)
+    if values.numel() == 0:
+        raise ValueError("temperatures is empty: need at least one value")
+    return _batch_stats(values.tolist(), t_low, t_high, bins)
+
+
+def _batch_stats(values: list[float], t_low: float, t_high: float, bins: int) -> dict[str, Any]:
+    """:func:`temperature_stats` of validated, non-empty values as a Python list.
+
+    Plain Python on purpose: for a batch of temperatures (tens to thousands of values) a sort and
+    one pass over a list cost less than the dozen tensor operations they replace, which is what a
+    training loop pays at every logged step. Quantiles follow ``torch.quantile``'s linear rule; the
+    bins are those of :func:`_fine_index`, in the same float64 arithmetic.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    mean = math.fsum(ordered) / n
+    var = math.fsum((v - mean) ** 2 for v in ordered) / n
+    stats: dict[str, Any] = {"count": n, "mean": mean, "std": math.sqrt(var), "min": ordered[0], "max": ordered[-1]}
+    for q in QUANTILES:
+        rank = q * (n - 1)
+        below = math.floor(rank)
+        above = min(below + 1, n - 1)
+        stats[f"q{round(q * 100):02d}"] = ordered[below] + (ordered[above] - ordered[below]) * (rank - below)
+    fine_bins = bins * _FINE_PER_BIN
+    width = t_high - t_low
+    counts = [0] * bins
+    if width > 0:
+        scale, last = fine_bins / width, fine_bins - 1
+        for v in ordered:
+            counts[min(max(math.floor((v - t_low) * scale), 0), last) // _FINE_PER_BIN] += 1
+    else:
+        counts[0] = n
+    stats["histogram"] = torch.tensor(counts, dtype=torch.int64)
+    stats["bin_edges"] = torch.linspace(t_low, t_high, bins + 1, dtype=torch.float64)
+    return stats
+
+
+def _fine_index(values: Tensor, t_low: float, t_high: float, bins: int) -> Tensor:
+    """The fine-histogram bin (``bins * 100`` bins over ``[t_low, t_high]``, ends included) of each value."""
+    fine_bins = bins * _FINE_PER_BIN
+    width = t_high - t_low
+    if width <= 0:
+        return torch.zeros_like(values, dtype=torch.long)
+    return ((values - t_low) * (fine_bins / width)).floor_().long().clamp_(0, fine_bins - 1)
 
 
 class TemperatureStats(Metric):

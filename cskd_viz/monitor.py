@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cskd_viz import losses as _losses
 from cskd_viz._validation import check_pair, check_scalar, check_temperature_range
+from cskd_viz.metrics import _batch_class_cosine, _batch_stats
 from cskd_viz.runs import EvalRecord, RunLog, StepRecord, is_run_dir
 
 __all__ = ["Monitor", "HIST_BINS"]
@@ -110,25 +110,27 @@ def _named_losses(losses: Any) -> tuple[list[str], list[Any]]:
     return names, values
 
 
-def _loss_values(names: list[str], values: list[Any]) -> Tensor:
-    """The given loss values as one float64 CPU tensor (tensors stacked where they live: one copy)."""
-    given = [(name, value) for name, value in zip(names, values, strict=True) if value is not None]
-    tensors = []
-    for name, value in given:
+def _loss_values(names: list[str], values: list[Any]) -> list[float]:
+    """The losses as floats (``None``, the total of the terms, becomes their sum); one copy from an accelerator."""
+    tensors, numbers = [], []
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            continue
         if isinstance(value, Tensor):
             if value.numel() != 1:
                 raise ValueError(f"losses[{name!r}] must be a scalar, got a tensor of shape {tuple(value.shape)}")
-            tensors.append(value.detach().reshape(()).double())
+            tensors.append(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
             raise TypeError(f"losses[{name!r}] must be a number or a scalar tensor, got {type(value).__name__}")
-        else:
-            tensors.append(torch.tensor(float(value), dtype=torch.float64))
-    if not tensors:
-        return torch.zeros(0, dtype=torch.float64)
-    devices = {t.device for t in tensors}
-    if len(devices) == 1:
-        return torch.stack(tensors).cpu()
-    return torch.stack([t.cpu() for t in tensors])
+        numbers.append(value)
+    if tensors and any(t.device.type != "cpu" for t in tensors):
+        host = iter(torch.stack([t.detach().reshape(()).float() for t in tensors]).tolist())  # one synchronisation
+        numbers = [next(host) if isinstance(v, Tensor) else float(v) for v in numbers]
+    else:
+        numbers = [float(v) for v in numbers]
+    if names and values[0] is None:
+        numbers.insert(0, sum(numbers))
+    return numbers
 
 
 class Monitor:
@@ -147,6 +149,11 @@ class Monitor:
         flush_interval_s: write the log at most this often while training (0: at every record).
         overwrite: replace a run already at ``run_dir``.
         group: a ``torch.distributed`` process group whose ranks all call this monitor.
+        asynchronous: compute step records on a background thread (a bounded queue of steps):
+            :meth:`log_step` checks shapes, hands the detached tensors over and returns ``None``;
+            :attr:`last_record` is the newest finished record, and an error met while recording
+            (e.g. NaN logits) is raised by the next call. The loop must not modify the tensors it
+            passed in place. Ignored under ``group`` with several ranks (records need a collective).
 
     Example:
         >>> monitor = Monitor(None, num_classes=3, log_every=2)
@@ -172,6 +179,7 @@ class Monitor:
         flush_interval_s: float = 1.0,
         overwrite: bool = False,
         group: Any = None,
+        asynchronous: bool = False,
     ) -> None:
         self.num_classes = _positive_int(num_classes, "num_classes")
         self.log_every = _positive_int(log_every, "log_every")
@@ -201,9 +209,15 @@ class Monitor:
         }
         self.run_log = _open_log(run_dir, {**defaults, **dict(config or {})}, overwrite, writes=self.rank == 0)
         self._eval = _EvalMetrics(num_classes, self.temperature, group)
+        width = self.t_high - self.t_low
+        self._edges = [self.t_low + width * i / HIST_BINS for i in range(HIST_BINS)] + [self.t_high]
         self._last_step = 0
         self._epoch = 0
         self._closed = False
+        self.last_record: StepRecord | None = None
+        if not isinstance(asynchronous, bool):
+            raise TypeError(f"asynchronous must be a bool, got {type(asynchronous).__name__}")
+        self._worker = _RecordWorker(self) if asynchronous and self.world == 1 else None
         self._start = self._last_flush = time.perf_counter()
 
     @staticmethod
@@ -254,11 +268,26 @@ class Monitor:
             self._epoch = self._checked_epoch(epoch)
         if not self.will_log(step):
             return None
-        record = self._step_record(step, student_logits, teacher_logits, targets, losses, temperatures, lr)
+        if self._worker is not None:
+            self._check_logits(student_logits, teacher_logits, targets)  # shape errors stay synchronous
+            detached = [x.detach() if isinstance(x, Tensor) else x for x in (student_logits, teacher_logits, temperatures)]
+            s, t, temps = detached
+            self._worker.submit((step, self._epoch, s, t, targets, losses, temps, lr))
+            return None
+        return self._record(step, self._epoch, student_logits, teacher_logits, targets, losses, temperatures, lr)
+
+    def _record(self, step, epoch, student_logits, teacher_logits, targets, losses, temperatures, lr) -> StepRecord:
+        record = self._step_record(step, epoch, student_logits, teacher_logits, targets, losses, temperatures, lr)
+        self.last_record = record
         if self.rank == 0:
             self.run_log.log_step(record)
             self._maybe_flush()
         return record
+
+    def wait(self) -> None:
+        """Wait until every submitted step is recorded (``asynchronous=True``); re-raise a recording error."""
+        if self._worker is not None:
+            self._worker.drain()
 
     @staticmethod
     def _checked_epoch(epoch: Any) -> int:
@@ -290,36 +319,27 @@ class Monitor:
             if targets.shape != student_logits.shape[:1]:
                 raise ValueError(f"targets must have shape ({student_logits.shape[0]},), got {tuple(targets.shape)}")
 
-    @torch.no_grad()
-    def _step_record(self, step, student_logits, teacher_logits, targets, losses, temperatures, lr) -> StepRecord:
+    def _step_record(self, step, epoch, student_logits, teacher_logits, targets, losses, temperatures, lr):
         self._check_logits(student_logits, teacher_logits, targets)
         names, values = _named_losses(losses)
-        cpu = torch.device("cpu")
-        s = student_logits.detach().to(cpu)
-        n = s.shape[0]
-        scalars = _loss_values(names, values)
-        if names and values[0] is None:  # the total of the terms
-            scalars = torch.cat([scalars.sum().view(1), scalars])
+        loss_values = _loss_values(names, values)
+        s, t = _on_host(student_logits, teacher_logits)
+        if not math.isfinite(float(s.sum())) or (t is not None and not math.isfinite(float(t.sum()))):
+            _explain_non_finite(student_logits, teacher_logits)
         pred = s.argmax(1)
-        counts = [float(n), _NAN, _NAN]
-        packed = [s.sum().double().view(1)]
+        n = pred.shape[0]
+        counts = [n, _NAN, _NAN]  # samples, correct, agree
         if targets is not None:
-            counts[1] = (pred == targets.to(cpu)).sum()
-        t = None
-        if teacher_logits is not None:
-            t = teacher_logits.detach().to(cpu)
-            counts[2] = (pred == t.argmax(1)).sum()
-            packed += [t.sum().double().view(1), _class_cosine(s, t, self.temperature).double()]
-        totals = torch.cat([torch.stack([torch.as_tensor(c, dtype=torch.float64) for c in counts]), scalars])
+            counts[1] = int((pred == targets.to(pred.device)).sum())
+        class_cosine = None
+        if t is not None:
+            counts[2] = int((pred == t.argmax(1)).sum())
+            class_cosine = _batch_class_cosine(s, t, self.temperature).tolist()
         if self.world > 1:
-            totals = self._reduced(totals, len(scalars))
-        flat = torch.cat([*packed, totals]).tolist()
-        self._check_finite(flat, student_logits, teacher_logits)
-        class_cosine = flat[2 : 2 + self.num_classes] if t is not None else None
-        n_total, correct, agree, *loss_values = flat[len(flat) - len(totals) :]
+            counts, loss_values = self._reduced(counts, loss_values)
         metrics = dict(zip(names, loss_values, strict=True))
-        metrics["train_accuracy"] = correct / n_total
-        metrics["agreement"] = agree / n_total
+        metrics["train_accuracy"] = counts[1] / counts[0]
+        metrics["agreement"] = counts[2] / counts[0]
         metrics["cosine_distance"] = 1.0 - sum(class_cosine) / len(class_cosine) if class_cosine else _NAN
         stats = hist = None
         metrics["mean_temperature"] = _NAN
@@ -328,38 +348,35 @@ class Monitor:
             metrics["mean_temperature"] = stats["mean"]
         metrics["lr"] = _NAN if lr is None else float(lr)
         metrics["elapsed_s"] = time.perf_counter() - self._start
-        return StepRecord(step, self._epoch, metrics, class_cosine, stats, hist)
+        return StepRecord(step, epoch, metrics, class_cosine, stats, hist)
 
-    def _reduced(self, totals: Tensor, n_losses: int) -> Tensor:
-        """Sum counts and ``n``-weighted losses over the group's ranks (one all-reduce)."""
+    def _reduced(self, counts: list, loss_values: list[float]) -> tuple[list, list[float]]:
+        """Counts summed and losses ``n``-weighted over the group's ranks (one all-reduce)."""
         from cskd_viz.distributed import all_reduce_sum
 
-        weighted = totals.clone()
-        weighted[3:] *= totals[0]
-        summed = all_reduce_sum(weighted.nan_to_num(0.0), self.group)
-        summed[3:] /= summed[0]
-        return torch.where(totals.isnan(), totals, summed)
+        n = counts[0]
+        placeholders = [c != c for c in counts]  # NaN: no targets / no teacher on this step
+        local = [0.0 if empty else c for c, empty in zip(counts, placeholders, strict=True)]
+        local = torch.tensor([*local, *(v * n for v in loss_values)], dtype=torch.float64)
+        device = torch.device("cuda", torch.cuda.current_device()) if _uses_nccl(self.group) else None
+        summed = all_reduce_sum(local.to(device), self.group).tolist()
+        total = summed[0]
+        counts = [_NAN if empty else summed[i] for i, empty in enumerate(placeholders)]
+        return counts, [v / total for v in summed[3:]]
 
     def _temperature_summary(self, temperatures: Any, batch_size: int) -> tuple[dict, list]:
-        from cskd_viz.metrics import temperature_stats
-
         if not isinstance(temperatures, Tensor) or temperatures.shape != (batch_size,):
             shape = tuple(temperatures.shape) if isinstance(temperatures, Tensor) else type(temperatures).__name__
             raise ValueError(f"temperatures must be a ({batch_size},) tensor, got {shape}")
-        full = temperature_stats(temperatures.detach().to("cpu"), self.t_low, self.t_high, HIST_BINS)
+        if not temperatures.is_floating_point():
+            raise TypeError(f"temperatures must have a floating dtype, got {temperatures.dtype}")
+        values = temperatures.detach().tolist()
+        if not all(0 < v < math.inf for v in values):
+            raise ValueError("temperatures must be finite and > 0")
+        full = _batch_stats(values, self.t_low, self.t_high, HIST_BINS)
         stats = {key: full[key] for key in ("q05", "q25", "q50", "q75", "q95", "mean", "min", "max")}
-        edges, counts = full["bin_edges"].tolist(), full["histogram"].tolist()
-        return stats, [(edges[i], edges[i + 1], counts[i]) for i in range(HIST_BINS)]
-
-    @staticmethod
-    def _check_finite(flat: list[float], student_logits: Tensor, teacher_logits: Tensor | None) -> None:
-        """The logits' sums lead ``flat``: a NaN or infinity anywhere in the logits shows there."""
-        if math.isfinite(flat[0]) and (teacher_logits is None or math.isfinite(flat[1])):
-            return
-        if teacher_logits is None:
-            raise ValueError("student_logits contains NaN or infinite values")
-        check_pair(student_logits, teacher_logits)  # names the culprit
-        raise ValueError("student_logits or teacher_logits sums overflow: logits too large")
+        counts = full["histogram"].tolist()
+        return stats, [(self._edges[i], self._edges[i + 1], counts[i]) for i in range(HIST_BINS)]
 
     def _maybe_flush(self) -> None:
         now = time.perf_counter()
@@ -398,6 +415,7 @@ class Monitor:
             raise ValueError(f"step must be a non-negative int or None, got {step!r}")
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string, got {split!r}")
+        self.wait()
         if student_logits is not None:
             self.eval_update(student_logits, teacher_logits, targets)
         elif not self._eval.updated:
@@ -412,6 +430,8 @@ class Monitor:
 
     # ------------------------------------------------------------------ end
     def _check_open(self) -> None:
+        if self._worker is not None and self._worker.error is not None:
+            self._worker.drain()
         if self._closed:
             raise RuntimeError(f"this Monitor is closed (status {self.run_log.status!r}): start a new one")
 
@@ -426,12 +446,22 @@ class Monitor:
         if status not in ("finished", "interrupted", "failed"):
             raise ValueError(f"status must be 'finished', 'interrupted' or 'failed', got {status!r}")
         self._closed = True
+        error = None
+        if self._worker is not None:
+            try:
+                self._worker.drain()
+            except BaseException as err:  # noqa: BLE001 - the log is still written, then this is raised
+                error, status = err, "failed"
+            finally:
+                self._worker.close()
         if self._last_step > self.run_log.progress["step"]:
             self.run_log.set_progress(self._last_step, self._epoch)
         if self.rank == 0:
             self.run_log.finish(status)
         else:
             self.run_log.status = status
+        if error is not None:
+            raise error
 
     def __enter__(self) -> Monitor:
         return self
@@ -452,10 +482,75 @@ class Monitor:
         return f"Monitor({self.run_log!r}, log_every={self.log_every})"
 
 
-def _class_cosine(s: Tensor, t: Tensor, temperature: float) -> Tensor:
-    """Per-class cosine of one batch in the compute dtype (no input checks: the caller read the sums)."""
-    dtype = torch.float64 if torch.float64 in (s.dtype, t.dtype) else torch.float32
-    return _losses._per_class_cosine(s.to(dtype), t.to(dtype), temperature)
+class _RecordWorker:
+    """A daemon thread turning submitted steps into records, in order, through a bounded queue.
+
+    Tensor operations release the GIL, so recording overlaps the next training step; a full queue
+    (a recording slower than training) makes ``submit`` wait instead of holding more tensors.
+    """
+
+    def __init__(self, monitor: Monitor, capacity: int = 16) -> None:
+        import queue
+        import threading
+
+        self.monitor = monitor
+        self.error: BaseException | None = None
+        self._queue: queue.Queue = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._run, name="cskd_viz-monitor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            args = self._queue.get()
+            try:
+                if args is None:
+                    return
+                if self.error is None:
+                    self.monitor._record(*args)
+            except BaseException as err:  # noqa: BLE001 - handed to the training thread
+                self.error = err
+            finally:
+                self._queue.task_done()
+
+    def submit(self, args: tuple) -> None:
+        self._queue.put(args)
+
+    def drain(self) -> None:
+        """Wait for the queue to empty; raise (once) the first error a record met."""
+        self._queue.join()
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+def _on_host(student_logits: Tensor, teacher_logits: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Both logit tensors, detached, on the CPU (one copy from an accelerator when they can travel together)."""
+    s = student_logits.detach()
+    t = teacher_logits.detach() if teacher_logits is not None else None
+    if s.device.type == "cpu" and (t is None or t.device.type == "cpu"):
+        return s, t
+    if t is not None and t.dtype == s.dtype and t.device == s.device:
+        both = torch.cat([s, t]).cpu()
+        return both[: s.shape[0]], both[s.shape[0] :]
+    return s.cpu(), t.cpu() if t is not None else None
+
+
+def _explain_non_finite(student_logits: Tensor, teacher_logits: Tensor | None) -> None:
+    """Raise the error that names which logits hold a NaN or an infinity."""
+    if teacher_logits is None:
+        raise ValueError("student_logits contains NaN or infinite values")
+    check_pair(student_logits, teacher_logits)
+    raise ValueError("student_logits or teacher_logits are too large: their sum overflows")
+
+
+def _uses_nccl(group: Any) -> bool:
+    import torch.distributed as dist
+
+    return dist.get_backend(group) == "nccl"
 
 
 class _EvalMetrics:

@@ -373,7 +373,8 @@ class RunLog:
             frame = self._frames["temperature_hist"]
             for left, right, count in record.temperature_hist:
                 frame.append({"step": int(record.step), "bin_left": left, "bin_right": right, "count": int(count)})
-        self.progress = {"step": int(record.step), "epoch": int(record.epoch)}
+        if int(record.step) >= self.progress["step"]:  # a record computed late never moves progress back
+            self.progress = {"step": int(record.step), "epoch": int(record.epoch)}
 
     def log_eval(self, record: EvalRecord) -> None:
         """Append one evaluation to ``evals``."""

@@ -161,6 +161,8 @@ class _Trainer:
             total_steps=self.total_steps,
             flush_interval_s=self.settings.flush_interval_s,
             group=default_group() if self.world > 1 else None,
+            # Records are computed beside the next steps unless a callback needs each one at once.
+            asynchronous=not self.hooks.step,
         )
 
     # -------------------------------------------------------------- the loop
@@ -268,8 +270,9 @@ class _Trainer:
         if not self.main:
             return
         bar.update(self.step - bar.n)
-        if not bar.disable:
-            self._postfix = _postfix(record.metrics)
+        latest = record or self.monitor.last_record
+        if not bar.disable and latest is not None:
+            self._postfix = _postfix(latest.metrics)
             bar.set_postfix(self._postfix, refresh=False)
         for hook in self.hooks.step:
             hook(record)
