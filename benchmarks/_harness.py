@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -61,6 +62,20 @@ class Measurement:
             "ratio min-max": f"{min(self.values):.4g}-{max(self.values):.4g} {self.unit}",
             "target": self.target,
         }
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread for the block: tiny models train fastest so, and the second core
+    stays free for the run log's (and an asynchronous Monitor's) background thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def time_call(fn: Callable[[], object], inner: int = 1) -> float:

@@ -22,7 +22,6 @@ from cskd_viz._validation import (
     check_pair,
     check_scalar,
     check_temperature,
-    check_temperature_range,
     compute_dtype,
 )
 
@@ -36,9 +35,9 @@ __all__ = [
     "top1_agreement",
     "prediction_entropy",
     "KLvsCosine",
-    "PerClassCosineAccumulator",
-    "TemperatureStatsAccumulator",
-    "AgreementAccumulator",
+    "PerClassCosineAccumulator",  # noqa: F822 - imported on first use, see __getattr__
+    "TemperatureStatsAccumulator",  # noqa: F822 - imported on first use, see __getattr__
+    "AgreementAccumulator",  # noqa: F822 - imported on first use, see __getattr__
 ]
 
 

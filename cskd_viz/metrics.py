@@ -30,8 +30,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+_QUANTILE_NAMES = [f"q{round(q * 100):02d}" for q in QUANTILES]
 _FINE_PER_BIN = 100  # fine histogram bins per display bin, for the quantiles
 
 
@@ -97,14 +98,12 @@ def merge_scaled_sums(stacked: Tensor) -> Tensor:
     return torch.cat([dot.unsqueeze(0), squares, scales])
 
 
-def _batch_class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
-    """``(C,)`` float64 per-class cosines of one batch: :func:`_cosine_from_sums` of :func:`_scaled_sums`, in fewer operations."""
-    z = torch.stack([student_logits.detach(), teacher_logits.detach()]).double().div_(temperature)
-    z = torch.log_softmax(z, dim=2)
-    directions = z.sub_(z.amax(1, keepdim=True)).exp_()  # largest entry of each column is 1: norms >= 1
-    gram = (directions.unsqueeze(0) * directions.unsqueeze(1)).sum(2)  # (2, 2, C): dot products and squared norms
-    # sqrt(a * a) == a in IEEE arithmetic, so identical columns give exactly 1
-    return gram[0, 1].div_(gram[0, 0].mul(gram[1, 1]).sqrt_()).clamp_(0.0, 1.0)
+def _as_float64_array(x: Tensor) -> np.ndarray:
+    """A detached tensor as a float64 NumPy array on the host."""
+    x = x.detach().cpu()
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    return x.numpy().astype(np.float64)
 
 
 def _cosine_from_sums(sums: Tensor) -> Tensor:
@@ -131,7 +130,7 @@ def class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
         temperature: ``T > 0``.
 
     Returns:
-        ``(C,)`` float64 cosines in ``[0, 1]``; what :class:`PerClassCosine` computes from batches.
+        ``(C,)`` float64 CPU cosines in ``[0, 1]``; what :class:`PerClassCosine` computes from batches.
 
     Example:
         >>> z = torch.randn(6, 3)
@@ -140,7 +139,8 @@ def class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     """
     _checked_pair(student_logits, teacher_logits)
     temperature = check_scalar(temperature, "temperature")
-    return _batch_class_cosine(student_logits, teacher_logits, temperature)
+    pair = np.stack([_as_float64_array(student_logits), _as_float64_array(teacher_logits)])
+    return torch.from_numpy(_host_class_cosine(pair, temperature))
 
 
 class PerClassCosine(Metric):
@@ -276,39 +276,49 @@ def temperature_stats(temperatures: Tensor, t_low: float = 2.0, t_high: float = 
     values = _checked_temperatures(temperatures)
     if values.numel() == 0:
         raise ValueError("temperatures is empty: need at least one value")
-    return _batch_stats(values.tolist(), t_low, t_high, bins)
-
-
-def _batch_stats(values: list[float], t_low: float, t_high: float, bins: int) -> dict[str, Any]:
-    """:func:`temperature_stats` of validated, non-empty values as a Python list.
-
-    Plain Python on purpose: for a batch of temperatures (tens to thousands of values) a sort and
-    one pass over a list cost less than the dozen tensor operations they replace, which is what a
-    training loop pays at every logged step. Quantiles follow ``torch.quantile``'s linear rule; the
-    bins are those of :func:`_fine_index`, in the same float64 arithmetic.
-    """
-    ordered = sorted(values)
-    n = len(ordered)
-    mean = math.fsum(ordered) / n
-    var = math.fsum((v - mean) ** 2 for v in ordered) / n
-    stats: dict[str, Any] = {"count": n, "mean": mean, "std": math.sqrt(var), "min": ordered[0], "max": ordered[-1]}
-    for q in QUANTILES:
-        rank = q * (n - 1)
-        below = math.floor(rank)
-        above = min(below + 1, n - 1)
-        stats[f"q{round(q * 100):02d}"] = ordered[below] + (ordered[above] - ordered[below]) * (rank - below)
-    fine_bins = bins * _FINE_PER_BIN
-    width = t_high - t_low
-    counts = [0] * bins
-    if width > 0:
-        scale, last = fine_bins / width, fine_bins - 1
-        for v in ordered:
-            counts[min(max(math.floor((v - t_low) * scale), 0), last) // _FINE_PER_BIN] += 1
-    else:
-        counts[0] = n
+    ordered = np.sort(values.cpu().numpy())
+    stats, counts = _host_temperature_stats(ordered, t_low, t_high, bins)
+    stats = {"count": ordered.size, **stats, "std": float(ordered.std())}
     stats["histogram"] = torch.tensor(counts, dtype=torch.int64)
     stats["bin_edges"] = torch.linspace(t_low, t_high, bins + 1, dtype=torch.float64)
     return stats
+
+
+def _host_class_cosine(pair: np.ndarray, temperature: float) -> np.ndarray:
+    """``(C,)`` per-class cosine of batch predictions from float64 logits ``(2, B, C)`` (student, teacher).
+
+    Log-softmax rows at ``T``, each column rescaled so its largest entry is 1 (no underflow for rare
+    classes, norms >= 1, no ``eps``), and ``sqrt(a * a) == a`` makes identical columns exactly 1.
+    Host-side NumPy on purpose: for one batch, a dozen small array operations cost less there than as
+    tensor operations, which is what a training loop pays at every recorded step (the Monitor).
+    """
+    z = pair / temperature
+    z -= z.max(2, keepdims=True)
+    z -= np.log(np.exp(z).sum(2, keepdims=True))
+    z -= z.max(1, keepdims=True)
+    np.exp(z, out=z)
+    u, v = z
+    return np.clip((u * v).sum(0) / np.sqrt((u * u).sum(0) * (v * v).sum(0)), 0.0, 1.0)
+
+
+def _host_temperature_stats(ordered: np.ndarray, t_low: float, t_high: float, bins: int) -> tuple[dict, list[int]]:
+    """Quantiles (``torch.quantile``'s linear rule), mean, min, max and the display histogram (bins of
+    :func:`_fine_index`, in the same float64 arithmetic) of sorted float64 temperatures."""
+    n = ordered.size
+    ranks = np.asarray(QUANTILES) * (n - 1)
+    below = np.floor(ranks).astype(np.intp)
+    above = np.minimum(below + 1, n - 1)
+    quantiles = (ordered[below] + (ordered[above] - ordered[below]) * (ranks - below)).tolist()
+    stats = dict(zip(_QUANTILE_NAMES, quantiles, strict=True))
+    stats.update(mean=float(ordered.mean()), min=float(ordered[0]), max=float(ordered[-1]))
+    fine_bins, width = bins * _FINE_PER_BIN, t_high - t_low
+    if width > 0:
+        fine = np.clip(np.floor((ordered - t_low) * (fine_bins / width)).astype(np.intp), 0, fine_bins - 1)
+        counts = np.bincount(fine // _FINE_PER_BIN, minlength=bins).tolist()
+    else:
+        counts = [n] + [0] * (bins - 1)
+    return stats, counts
+
 
 
 def _fine_index(values: Tensor, t_low: float, t_high: float, bins: int) -> Tensor:

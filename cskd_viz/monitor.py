@@ -47,18 +47,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cskd_viz._validation import check_pair, check_scalar, check_temperature_range
-from cskd_viz.metrics import _batch_class_cosine, _batch_stats
+from cskd_viz.metrics import _as_float64_array, _host_class_cosine, _host_temperature_stats
 from cskd_viz.runs import EvalRecord, RunLog, StepRecord, is_run_dir
 
 __all__ = ["Monitor", "HIST_BINS"]
 
 HIST_BINS = 12
 _NAN = float("nan")
+
 
 
 def _positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
@@ -119,12 +121,13 @@ def _loss_values(names: list[str], values: list[Any]) -> list[float]:
         if isinstance(value, Tensor):
             if value.numel() != 1:
                 raise ValueError(f"losses[{name!r}] must be a scalar, got a tensor of shape {tuple(value.shape)}")
+            value = value.detach()
             tensors.append(value)
         elif isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
             raise TypeError(f"losses[{name!r}] must be a number or a scalar tensor, got {type(value).__name__}")
         numbers.append(value)
     if tensors and any(t.device.type != "cpu" for t in tensors):
-        host = iter(torch.stack([t.detach().reshape(()).float() for t in tensors]).tolist())  # one synchronisation
+        host = iter(torch.stack([t.reshape(()).float() for t in tensors]).tolist())  # one synchronisation
         numbers = [next(host) if isinstance(v, Tensor) else float(v) for v in numbers]
     else:
         numbers = [float(v) for v in numbers]
@@ -149,11 +152,6 @@ class Monitor:
         flush_interval_s: write the log at most this often while training (0: at every record).
         overwrite: replace a run already at ``run_dir``.
         group: a ``torch.distributed`` process group whose ranks all call this monitor.
-        asynchronous: compute step records on a background thread (a bounded queue of steps):
-            :meth:`log_step` checks shapes, hands the detached tensors over and returns ``None``;
-            :attr:`last_record` is the newest finished record, and an error met while recording
-            (e.g. NaN logits) is raised by the next call. The loop must not modify the tensors it
-            passed in place. Ignored under ``group`` with several ranks (records need a collective).
 
     Example:
         >>> monitor = Monitor(None, num_classes=3, log_every=2)
@@ -179,7 +177,6 @@ class Monitor:
         flush_interval_s: float = 1.0,
         overwrite: bool = False,
         group: Any = None,
-        asynchronous: bool = False,
     ) -> None:
         self.num_classes = _positive_int(num_classes, "num_classes")
         self.log_every = _positive_int(log_every, "log_every")
@@ -214,10 +211,7 @@ class Monitor:
         self._last_step = 0
         self._epoch = 0
         self._closed = False
-        self.last_record: StepRecord | None = None
-        if not isinstance(asynchronous, bool):
-            raise TypeError(f"asynchronous must be a bool, got {type(asynchronous).__name__}")
-        self._worker = _RecordWorker(self) if asynchronous and self.world == 1 else None
+
         self._start = self._last_flush = time.perf_counter()
 
     @staticmethod
@@ -268,26 +262,11 @@ class Monitor:
             self._epoch = self._checked_epoch(epoch)
         if not self.will_log(step):
             return None
-        if self._worker is not None:
-            self._check_logits(student_logits, teacher_logits, targets)  # shape errors stay synchronous
-            detached = [x.detach() if isinstance(x, Tensor) else x for x in (student_logits, teacher_logits, temperatures)]
-            s, t, temps = detached
-            self._worker.submit((step, self._epoch, s, t, targets, losses, temps, lr))
-            return None
-        return self._record(step, self._epoch, student_logits, teacher_logits, targets, losses, temperatures, lr)
-
-    def _record(self, step, epoch, student_logits, teacher_logits, targets, losses, temperatures, lr) -> StepRecord:
-        record = self._step_record(step, epoch, student_logits, teacher_logits, targets, losses, temperatures, lr)
-        self.last_record = record
+        record = self._step_record(step, student_logits, teacher_logits, targets, losses, temperatures, lr)
         if self.rank == 0:
             self.run_log.log_step(record)
             self._maybe_flush()
         return record
-
-    def wait(self) -> None:
-        """Wait until every submitted step is recorded (``asynchronous=True``); re-raise a recording error."""
-        if self._worker is not None:
-            self._worker.drain()
 
     @staticmethod
     def _checked_epoch(epoch: Any) -> int:
@@ -319,22 +298,25 @@ class Monitor:
             if targets.shape != student_logits.shape[:1]:
                 raise ValueError(f"targets must have shape ({student_logits.shape[0]},), got {tuple(targets.shape)}")
 
-    def _step_record(self, step, epoch, student_logits, teacher_logits, targets, losses, temperatures, lr):
+    def _step_record(self, step, student_logits, teacher_logits, targets, losses, temperatures, lr) -> StepRecord:
+        """The record of one step, computed on the host in float64 NumPy: a few small array operations
+        cost less there than as tensor operations, which is what a loop pays at every recorded step."""
         self._check_logits(student_logits, teacher_logits, targets)
         names, values = _named_losses(losses)
         loss_values = _loss_values(names, values)
         s, t = _on_host(student_logits, teacher_logits)
-        if not math.isfinite(float(s.sum())) or (t is not None and not math.isfinite(float(t.sum()))):
+        pair = np.stack([s, t]) if t is not None else s[None]
+        if not math.isfinite(float(pair.sum())):
             _explain_non_finite(student_logits, teacher_logits)
         pred = s.argmax(1)
         n = pred.shape[0]
         counts = [n, _NAN, _NAN]  # samples, correct, agree
         if targets is not None:
-            counts[1] = int((pred == targets.to(pred.device)).sum())
+            counts[1] = int((pred == targets.detach().cpu().numpy()).sum())
         class_cosine = None
         if t is not None:
             counts[2] = int((pred == t.argmax(1)).sum())
-            class_cosine = _batch_class_cosine(s, t, self.temperature).tolist()
+            class_cosine = _host_class_cosine(pair, self.temperature).tolist()
         if self.world > 1:
             counts, loss_values = self._reduced(counts, loss_values)
         metrics = dict(zip(names, loss_values, strict=True))
@@ -348,7 +330,7 @@ class Monitor:
             metrics["mean_temperature"] = stats["mean"]
         metrics["lr"] = _NAN if lr is None else float(lr)
         metrics["elapsed_s"] = time.perf_counter() - self._start
-        return StepRecord(step, epoch, metrics, class_cosine, stats, hist)
+        return StepRecord(step, self._epoch, metrics, class_cosine, stats, hist)
 
     def _reduced(self, counts: list, loss_values: list[float]) -> tuple[list, list[float]]:
         """Counts summed and losses ``n``-weighted over the group's ranks (one all-reduce)."""
@@ -370,12 +352,10 @@ class Monitor:
             raise ValueError(f"temperatures must be a ({batch_size},) tensor, got {shape}")
         if not temperatures.is_floating_point():
             raise TypeError(f"temperatures must have a floating dtype, got {temperatures.dtype}")
-        values = temperatures.detach().tolist()
-        if not all(0 < v < math.inf for v in values):
+        values = np.sort(temperatures.detach().cpu().numpy().astype(np.float64))  # NaN sorts last
+        if not (values[0] > 0 and values[-1] < math.inf):
             raise ValueError("temperatures must be finite and > 0")
-        full = _batch_stats(values, self.t_low, self.t_high, HIST_BINS)
-        stats = {key: full[key] for key in ("q05", "q25", "q50", "q75", "q95", "mean", "min", "max")}
-        counts = full["histogram"].tolist()
+        stats, counts = _host_temperature_stats(values, self.t_low, self.t_high, HIST_BINS)
         return stats, [(self._edges[i], self._edges[i + 1], counts[i]) for i in range(HIST_BINS)]
 
     def _maybe_flush(self) -> None:
@@ -415,7 +395,6 @@ class Monitor:
             raise ValueError(f"step must be a non-negative int or None, got {step!r}")
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string, got {split!r}")
-        self.wait()
         if student_logits is not None:
             self.eval_update(student_logits, teacher_logits, targets)
         elif not self._eval.updated:
@@ -430,8 +409,6 @@ class Monitor:
 
     # ------------------------------------------------------------------ end
     def _check_open(self) -> None:
-        if self._worker is not None and self._worker.error is not None:
-            self._worker.drain()
         if self._closed:
             raise RuntimeError(f"this Monitor is closed (status {self.run_log.status!r}): start a new one")
 
@@ -446,22 +423,12 @@ class Monitor:
         if status not in ("finished", "interrupted", "failed"):
             raise ValueError(f"status must be 'finished', 'interrupted' or 'failed', got {status!r}")
         self._closed = True
-        error = None
-        if self._worker is not None:
-            try:
-                self._worker.drain()
-            except BaseException as err:  # noqa: BLE001 - the log is still written, then this is raised
-                error, status = err, "failed"
-            finally:
-                self._worker.close()
         if self._last_step > self.run_log.progress["step"]:
             self.run_log.set_progress(self._last_step, self._epoch)
         if self.rank == 0:
             self.run_log.finish(status)
         else:
             self.run_log.status = status
-        if error is not None:
-            raise error
 
     def __enter__(self) -> Monitor:
         return self
@@ -482,61 +449,14 @@ class Monitor:
         return f"Monitor({self.run_log!r}, log_every={self.log_every})"
 
 
-class _RecordWorker:
-    """A daemon thread turning submitted steps into records, in order, through a bounded queue.
-
-    Tensor operations release the GIL, so recording overlaps the next training step; a full queue
-    (a recording slower than training) makes ``submit`` wait instead of holding more tensors.
-    """
-
-    def __init__(self, monitor: Monitor, capacity: int = 16) -> None:
-        import queue
-        import threading
-
-        self.monitor = monitor
-        self.error: BaseException | None = None
-        self._queue: queue.Queue = queue.Queue(capacity)
-        self._thread = threading.Thread(target=self._run, name="cskd_viz-monitor", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            args = self._queue.get()
-            try:
-                if args is None:
-                    return
-                if self.error is None:
-                    self.monitor._record(*args)
-            except BaseException as err:  # noqa: BLE001 - handed to the training thread
-                self.error = err
-            finally:
-                self._queue.task_done()
-
-    def submit(self, args: tuple) -> None:
-        self._queue.put(args)
-
-    def drain(self) -> None:
-        """Wait for the queue to empty; raise (once) the first error a record met."""
-        self._queue.join()
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-
-def _on_host(student_logits: Tensor, teacher_logits: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """Both logit tensors, detached, on the CPU (one copy from an accelerator when they can travel together)."""
+def _on_host(student_logits: Tensor, teacher_logits: Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Both logit tensors as float64 arrays (one copy from an accelerator when they can travel together)."""
     s = student_logits.detach()
     t = teacher_logits.detach() if teacher_logits is not None else None
-    if s.device.type == "cpu" and (t is None or t.device.type == "cpu"):
-        return s, t
-    if t is not None and t.dtype == s.dtype and t.device == s.device:
+    if t is not None and s.device.type != "cpu" and t.dtype == s.dtype and t.device == s.device:
         both = torch.cat([s, t]).cpu()
-        return both[: s.shape[0]], both[s.shape[0] :]
-    return s.cpu(), t.cpu() if t is not None else None
+        s, t = both[: s.shape[0]], both[s.shape[0] :]
+    return _as_float64_array(s), _as_float64_array(t) if t is not None else None
 
 
 def _explain_non_finite(student_logits: Tensor, teacher_logits: Tensor | None) -> None:

@@ -42,7 +42,7 @@ from cskd_viz.distributed import (
 )
 from cskd_viz.methods import Method, get_method, method_names, total_loss
 from cskd_viz.monitor import Monitor
-from cskd_viz.runs import EvalRecord, RunLog, StepRecord
+from cskd_viz.runs import EvalRecord, RunLog
 from cskd_viz.training.callbacks import Hooks
 from cskd_viz.training.settings import TrainSettings, lr_factor
 from cskd_viz.training.teacher_cache import TeacherLogitCache, data_augmented, with_indices
@@ -161,8 +161,6 @@ class _Trainer:
             total_steps=self.total_steps,
             flush_interval_s=self.settings.flush_interval_s,
             group=default_group() if self.world > 1 else None,
-            # Records are computed beside the next steps unless a callback needs each one at once.
-            asynchronous=not self.hooks.step,
         )
 
     # -------------------------------------------------------------- the loop
@@ -270,9 +268,8 @@ class _Trainer:
         if not self.main:
             return
         bar.update(self.step - bar.n)
-        latest = record or self.monitor.last_record
-        if not bar.disable and latest is not None:
-            self._postfix = _postfix(latest.metrics)
+        if not bar.disable:
+            self._postfix = _postfix(record.metrics)
             bar.set_postfix(self._postfix, refresh=False)
         for hook in self.hooks.step:
             hook(record)

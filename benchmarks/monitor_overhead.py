@@ -1,0 +1,91 @@
+"""Monitor overhead: a bare training loop vs the same loop recording through ``Monitor(log_every=10)``.
+
+Both sides train the same student from the same weights on the same digits loader with the same
+teacher forward and ``CE + CSKDLoss()``; the recorded side calls ``monitor.log_step`` every step
+(a no-op on 9 steps of 10) and writes the run to a temporary directory (creation and ``close()``
+included). One torch thread, as for the loss rows. Target (issue 9): at most 3% of step time.
+Run: ``python -m benchmarks.monitor_overhead``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks._harness import Comparison, alternate, machine_line, one_torch_thread
+from cskd_viz.data import make_loaders
+from cskd_viz.losses import CSKDLoss
+from cskd_viz.models import get_model
+from cskd_viz.monitor import Monitor
+
+PAIRS = (("mlp_small", "mlp_large"), ("cnn_small", "mlp_large"))
+
+
+def _loop(student, teacher, loader, epochs: int, monitor: Monitor | None) -> None:
+    criterion = CSKDLoss()
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    step = 0
+    for epoch in range(epochs):
+        for x, y in loader:
+            student_logits = student(x)
+            with torch.no_grad():
+                teacher_logits = teacher(x)
+            loss = F.cross_entropy(student_logits, y) + criterion(student_logits, teacher_logits)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            if monitor is not None:
+                monitor.log_step(
+                    step, student_logits, teacher_logits, y, losses=loss, epoch=epoch,
+                    temperatures=criterion.last_temperatures, lr=0.05,
+                )  # fmt: skip
+
+
+def run(epochs: int = 10, repeats: int = 7) -> list[Comparison]:
+    rows = []
+    with one_torch_thread(), tempfile.TemporaryDirectory() as tmp:
+        counter = iter(range(10**6))
+        for student_name, teacher_name in PAIRS:
+            torch.manual_seed(0)
+            train, _, info = make_loaders("digits", batch_size=64, seed=0)
+            teacher = get_model(teacher_name, info.num_classes, info.input_shape).eval()
+            initial = get_model(student_name, info.num_classes, info.input_shape)
+
+            def recorded() -> None:
+                with Monitor(Path(tmp) / f"run{next(counter)}", info.num_classes, log_every=10) as monitor:
+                    _loop(copy.deepcopy(initial), teacher, train, epochs, monitor)
+
+            def bare() -> None:
+                _loop(copy.deepcopy(initial), teacher, train, epochs, None)
+
+            ours, base = alternate(recorded, bare, repeats=repeats)
+            steps = epochs * len(train)
+            rows.append(
+                Comparison(
+                    f"Monitor overhead: plain loop + Monitor(log_every=10) vs plain loop, {student_name} <- "
+                    f"{teacher_name}, {steps} steps",
+                    "with Monitor", "bare loop", ours, base, "<= 1.03x",
+                )  # fmt: skip
+            )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args(argv)
+    print(machine_line())
+    for result in run(args.epochs, args.repeats):
+        row = result.row()
+        print(f"{row['benchmark']}: ratio {row['ratio (median)']} (min-max {row['ratio min-max']}), target {row['target']}")
+
+
+if __name__ == "__main__":
+    main()
