@@ -47,33 +47,28 @@ def _loop(student, teacher, loader, epochs: int, monitor: Monitor | None) -> Non
                 )  # fmt: skip
 
 
+def _compare(student_name: str, teacher_name: str, epochs: int, repeats: int, tmp: Path) -> Comparison:
+    torch.manual_seed(0)
+    train, _, info = make_loaders("digits", batch_size=64, seed=0)
+    teacher = get_model(teacher_name, info.num_classes, info.input_shape).eval()
+    initial = get_model(student_name, info.num_classes, info.input_shape)
+    counter = iter(range(10**6))
+
+    def recorded() -> None:
+        with Monitor(tmp / f"{student_name}-{next(counter)}", info.num_classes, log_every=10) as monitor:
+            _loop(copy.deepcopy(initial), teacher, train, epochs, monitor)
+
+    def bare() -> None:
+        _loop(copy.deepcopy(initial), teacher, train, epochs, None)
+
+    ours, base = alternate(recorded, bare, repeats=repeats)
+    name = f"Monitor overhead: loop + Monitor(log_every=10) vs bare loop, {student_name} <- {teacher_name}"
+    return Comparison(f"{name}, {epochs * len(train)} steps", "with Monitor", "bare loop", ours, base, "<= 1.03x")
+
+
 def run(epochs: int = 10, repeats: int = 7) -> list[Comparison]:
-    rows = []
     with one_torch_thread(), tempfile.TemporaryDirectory() as tmp:
-        counter = iter(range(10**6))
-        for student_name, teacher_name in PAIRS:
-            torch.manual_seed(0)
-            train, _, info = make_loaders("digits", batch_size=64, seed=0)
-            teacher = get_model(teacher_name, info.num_classes, info.input_shape).eval()
-            initial = get_model(student_name, info.num_classes, info.input_shape)
-
-            def recorded() -> None:
-                with Monitor(Path(tmp) / f"run{next(counter)}", info.num_classes, log_every=10) as monitor:
-                    _loop(copy.deepcopy(initial), teacher, train, epochs, monitor)
-
-            def bare() -> None:
-                _loop(copy.deepcopy(initial), teacher, train, epochs, None)
-
-            ours, base = alternate(recorded, bare, repeats=repeats)
-            steps = epochs * len(train)
-            rows.append(
-                Comparison(
-                    f"Monitor overhead: plain loop + Monitor(log_every=10) vs plain loop, {student_name} <- "
-                    f"{teacher_name}, {steps} steps",
-                    "with Monitor", "bare loop", ours, base, "<= 1.03x",
-                )  # fmt: skip
-            )
-    return rows
+        return [_compare(student, teacher, epochs, repeats, Path(tmp)) for student, teacher in PAIRS]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -84,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     print(machine_line())
     for result in run(args.epochs, args.repeats):
         row = result.row()
-        print(f"{row['benchmark']}: ratio {row['ratio (median)']} (min-max {row['ratio min-max']}), target {row['target']}")
+        ratio, spread, target = row["ratio (median)"], row["ratio min-max"], row["target"]
+        print(f"{row['benchmark']}: ratio {ratio} (min-max {spread}), target {target}")
 
 
 if __name__ == "__main__":

@@ -320,7 +320,6 @@ def _host_temperature_stats(ordered: np.ndarray, t_low: float, t_high: float, bi
     return stats, counts
 
 
-
 def _fine_index(values: Tensor, t_low: float, t_high: float, bins: int) -> Tensor:
     """The fine-histogram bin (``bins * 100`` bins over ``[t_low, t_high]``, ends included) of each value."""
     fine_bins = bins * _FINE_PER_BIN

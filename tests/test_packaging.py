@@ -120,12 +120,15 @@ def test_version():
     assert isinstance(cskd_viz.__version__, str) and cskd_viz.__version__ == _pyproject()["project"]["version"]
 
 
+HEAVY = ("matplotlib", "ipywidgets", "pandas", "seaborn", "IPython", "torchmetrics", "lightning")
+
+
 @pytest.mark.parametrize("module", ["cskd_viz", "cskd_viz.losses", "cskd_viz.diagnostics"])
 def test_import_does_not_pull_notebook_or_plotting_stacks(module):
     code = (
         "import sys, importlib\n"
         f"importlib.import_module({module!r})\n"
-        "heavy = sorted(m for m in ('matplotlib', 'ipywidgets', 'pandas', 'seaborn', 'IPython', 'torchmetrics', 'lightning') if m in sys.modules)\n"
+        f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
