@@ -72,6 +72,21 @@ def check_scalar(value: float, name: str, *, positive: bool = True) -> float:
     return value
 
 
+def check_positive_int(value, name: str, *, allow_none: bool = False, type_error: bool = False) -> int | None:
+    """Return ``value`` after checking it is an int ``>= 1`` (or ``None`` when allowed).
+
+    A value of the wrong type raises ``TypeError`` with ``type_error=True`` (the metrics' contract),
+    ``ValueError`` otherwise (the trainer's and the monitor's).
+    """
+    if value is None and allow_none:
+        return None
+    wrong_type = isinstance(value, bool) or not isinstance(value, int)
+    if wrong_type or value < 1:
+        message = f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}"
+        raise (TypeError if wrong_type and type_error else ValueError)(message)
+    return value
+
+
 def check_temperature(temperature: Temperature, batch_size: int, name: str = "temperature") -> Temperature:
     """Validate a float temperature or a ``(B,)`` tensor of per-sample temperatures."""
     if isinstance(temperature, Tensor):

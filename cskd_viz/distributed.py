@@ -213,10 +213,7 @@ def all_reduce_max(tensor: Tensor, group: Any) -> Tensor:
     Returns:
         A new detached tensor ``max_r tensor_r``.
     """
-    _check_group(group)
-    out = tensor.detach().clone().contiguous()
-    _dist().all_reduce(out, op=_dist().ReduceOp.MAX, group=group)
-    return out
+    return _all_reduce(tensor, group, _dist().ReduceOp.MAX)
 
 
 def all_reduce_sum(tensor: Tensor, group: Any) -> Tensor:
@@ -229,9 +226,14 @@ def all_reduce_sum(tensor: Tensor, group: Any) -> Tensor:
     Returns:
         A new detached tensor ``sum_r tensor_r``.
     """
+    return _all_reduce(tensor, group, _dist().ReduceOp.SUM)
+
+
+def _all_reduce(tensor: Tensor, group: Any, op: Any) -> Tensor:
+    """A detached copy of ``tensor`` reduced with ``op`` over ``group`` (the input is not modified)."""
     _check_group(group)
     out = tensor.detach().clone().contiguous()
-    _dist().all_reduce(out, op=_dist().ReduceOp.SUM, group=group)
+    _dist().all_reduce(out, op=op, group=group)
     return out
 
 
@@ -247,10 +249,7 @@ def all_reduce_mean(tensor: Tensor, group: Any) -> Tensor:
     Returns:
         A new detached tensor ``(1/N) sum_r tensor_r``.
     """
-    _check_group(group)
-    out = tensor.detach().clone().contiguous()
-    _dist().all_reduce(out, op=_dist().ReduceOp.SUM, group=group)
-    return out / _dist().get_world_size(group)
+    return _all_reduce(tensor, group, _dist().ReduceOp.SUM) / _dist().get_world_size(group)
 
 
 def _all_gather_cat(tensor: Tensor, group: Any) -> Tensor:

@@ -35,7 +35,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cskd_viz._validation import check_pair, check_scalar, check_temperature, check_temperature_range
+from cskd_viz._validation import (
+    check_pair,
+    check_positive_int,
+    check_scalar,
+    check_temperature,
+    check_temperature_range,
+)
 
 __all__ = [
     "QUANTILES",
@@ -54,14 +60,6 @@ __all__ = [
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _QUANTILE_NAMES = [f"q{round(q * 100):02d}" for q in QUANTILES]
 _FINE_PER_BIN = 100  # fine histogram bins per display bin, for the quantiles
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 # ----------------------------------------------------------------------------- per-class cosine
@@ -169,7 +167,7 @@ class PerClassCosine(Metric):
 
     def __init__(self, num_classes: int, temperature: float = 4.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.num_classes = _positive_int(num_classes, "num_classes")
+        self.num_classes = check_positive_int(num_classes, "num_classes", type_error=True)
         self.temperature = check_scalar(temperature, "temperature")
         self.add_state("sums", default=_empty_scaled_sums(num_classes), dist_reduce_fx=merge_scaled_sums)
         zeros = torch.zeros(num_classes, dtype=torch.float64)
@@ -272,7 +270,7 @@ def temperature_stats(temperatures: Tensor, t_low: float = 2.0, t_high: float = 
         (4.0, 2.0, 6.0, [1, 0, 1, 1])
     """
     t_low, t_high = check_temperature_range(t_low, t_high)
-    bins = _positive_int(bins, "bins")
+    bins = check_positive_int(bins, "bins", type_error=True)
     values = _checked_temperatures(temperatures)
     if values.numel() == 0:
         raise ValueError("temperatures is empty: need at least one value")
@@ -350,7 +348,7 @@ class TemperatureStats(Metric):
     def __init__(self, t_low: float = 2.0, t_high: float = 6.0, bins: int = 12, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.t_low, self.t_high = check_temperature_range(t_low, t_high)
-        self.bins = _positive_int(bins, "bins")
+        self.bins = check_positive_int(bins, "bins", type_error=True)
         self.add_state("moments", default=torch.zeros(3, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("minimum", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
         self.add_state("maximum", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max")

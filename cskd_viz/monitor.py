@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cskd_viz._validation import check_pair, check_scalar, check_temperature_range
+from cskd_viz._validation import check_pair, check_positive_int, check_scalar, check_temperature_range
 from cskd_viz.metrics import _as_float64_array, _host_class_cosine, _host_temperature_stats
 from cskd_viz.runs import EvalRecord, RunLog, StepRecord, is_run_dir
 
@@ -60,14 +60,6 @@ __all__ = ["Monitor", "HIST_BINS"]
 
 HIST_BINS = 12
 _NAN = float("nan")
-
-
-def _positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
-    return value
 
 
 def _open_log(run_dir: Any, config: dict[str, Any], overwrite: bool, writes: bool) -> RunLog:
@@ -177,9 +169,9 @@ class Monitor:
         overwrite: bool = False,
         group: Any = None,
     ) -> None:
-        self.num_classes = _positive_int(num_classes, "num_classes")
-        self.log_every = _positive_int(log_every, "log_every")
-        self.total_steps = _positive_int(total_steps, "total_steps", allow_none=True)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.log_every = check_positive_int(log_every, "log_every")
+        self.total_steps = check_positive_int(total_steps, "total_steps", allow_none=True)
         self.temperature = check_scalar(temperature, "temperature")
         self.t_low, self.t_high = check_temperature_range(t_low, t_high)
         self.flush_interval_s = check_scalar(flush_interval_s, "flush_interval_s", positive=False)

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cskd_viz._validation import check_positive_int
 from cskd_viz.methods import Method, get_method, method_names, method_parameters
-from cskd_viz.training.settings import SCHEDULES, TrainSettings, positive_int
+from cskd_viz.training.settings import SCHEDULES, TrainSettings
 
 __all__ = ["RunConfig"]
 
@@ -117,12 +118,12 @@ class RunConfig:
         t_low, t_high = check_temperature_range(self.t_low, self.t_high)
         object.__setattr__(self, "t_low", t_low)
         object.__setattr__(self, "t_high", t_high)
-        positive_int(self.epochs, "epochs", allow_none=True)
-        positive_int(self.max_steps, "max_steps", allow_none=True)
+        check_positive_int(self.epochs, "epochs", allow_none=True)
+        check_positive_int(self.max_steps, "max_steps", allow_none=True)
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give epochs or max_steps (or both)")
         for label in ("teacher_epochs", "batch_size", "log_every"):
-            positive_int(getattr(self, label), label)
+            check_positive_int(getattr(self, label), label)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         choice(self.schedule, SCHEDULES, "schedule")

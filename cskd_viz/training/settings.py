@@ -10,17 +10,11 @@ from typing import Any
 
 import torch
 
+from cskd_viz._validation import check_positive_int
+
 __all__ = ["TrainSettings", "SCHEDULES", "lr_factor"]
 
 SCHEDULES = ("cosine", "step", "constant")
-
-
-def positive_int(value: Any, name: str, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int{' or None' if allow_none else ''}, got {value!r}")
-    return value
 
 
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -98,8 +92,8 @@ class TrainSettings:
     name: str | None = None
 
     def __post_init__(self) -> None:
-        positive_int(self.epochs, "epochs", allow_none=True)
-        positive_int(self.max_steps, "max_steps", allow_none=True)
+        check_positive_int(self.epochs, "epochs", allow_none=True)
+        check_positive_int(self.max_steps, "max_steps", allow_none=True)
         if self.epochs is None and self.max_steps is None:
             raise ValueError("give epochs or max_steps (or both: training stops at whichever comes first)")
         for name in ("lr", "momentum", "weight_decay"):
@@ -111,7 +105,7 @@ class TrainSettings:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         lr_factor(self.schedule, 1)  # validates the name
-        positive_int(self.log_every, "log_every")
+        check_positive_int(self.log_every, "log_every")
         flush = self.flush_interval_s
         if isinstance(flush, bool) or not isinstance(flush, (int, float)) or not flush >= 0:
             raise ValueError(f"flush_interval_s must be a number >= 0, got {flush!r}")
