@@ -134,3 +134,40 @@ def test_import_does_not_pull_notebook_or_plotting_stacks(module):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"import {module} pulled in: {result.stdout.strip()}"
+
+
+# ----------------------------------------------------------------------------- structure
+
+MAX_MODULE_LINES = 700
+MAX_FUNCTION_CODE_LINES = 60
+
+
+def _code_lines(node, lines: list[str]) -> int:
+    """Lines of code of a function: its body without the docstring, blank lines and comments."""
+    import ast
+
+    body = node.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        start = first.end_lineno + 1 if len(body) > 1 else node.end_lineno + 1
+    else:
+        start = first.lineno
+    return sum(1 for line in lines[start - 1 : node.end_lineno] if line.strip() and not line.strip().startswith("#"))
+
+
+def test_modules_and_functions_stay_small():
+    import ast
+
+    too_long, too_big = [], []
+    for path in sorted((ROOT / "cskd_viz").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        if len(lines) > MAX_MODULE_LINES:
+            too_big.append(f"{path.relative_to(ROOT)}: {len(lines)} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = _code_lines(node, lines)
+                if n > MAX_FUNCTION_CODE_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines of code")
+    assert not too_big, f"modules over {MAX_MODULE_LINES} lines: {too_big}"
+    assert not too_long, f"functions over {MAX_FUNCTION_CODE_LINES} lines of code: {too_long}"

@@ -1,0 +1,181 @@
+"""The run browser: overlay the curves of runs under a directory and look at one run's heatmap."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cskd_viz.widgets._common import _Displayable, _new_figure, figure_png
+
+__all__ = ["RunBrowser"]
+
+
+class RunBrowser(_Displayable):
+    """Pick runs under ``runs_dir``, overlay their curves, and look at one run's heatmap.
+
+    The top figure overlays the selected runs' ``metric`` (dropdown) and their top-1 agreement per
+    epoch; the bottom one shows the per-class cosine heatmap and the CSWT temperature trace of the
+    run chosen in ``heatmap run``. A table summarises the selection (:func:`cskd_viz.runs.compare_runs`).
+
+    Args:
+        runs_dir: the directory holding ``<name>/config.json`` run directories.
+        metric: initial curve metric (``accuracy``, ``loss``, ``cosine_distance``, ``agreement``).
+        dpi: resolution of the rendered figures.
+
+    Attributes:
+        widget, run_select (``SelectMultiple``), metric_dropdown, heatmap_dropdown, refresh_button,
+        curves_image, heatmap_image, table (``HTML``), message (``HTML``).
+    """
+
+    METRICS = ("accuracy", "agreement", "loss", "cosine_distance")
+
+    def __init__(self, runs_dir: str | Path = "runs", metric: str = "accuracy", *, dpi: float = 72.0) -> None:
+        import ipywidgets as widgets
+
+        if metric not in self.METRICS:
+            raise ValueError(f"metric must be one of {self.METRICS}, got {metric!r}")
+        self.runs_dir = Path(runs_dir)
+        self._dpi = dpi
+        self._cache: dict[str, tuple[float, Any]] = {}
+        self._updating = False
+        self.run_select = widgets.SelectMultiple(options=[], description="runs", rows=6)
+        self.run_select.layout.width = "420px"
+        self.metric_dropdown = widgets.Dropdown(options=list(self.METRICS), value=metric, description="metric")
+        self.heatmap_dropdown = widgets.Dropdown(options=[], description="heatmap run")
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.curves_image = widgets.Image(format="png")
+        self.heatmap_image = widgets.Image(format="png")
+        self.table = widgets.HTML()
+        self.message = widgets.HTML()
+        for control, dom_class in ((self.run_select, "cskd-run-select"), (self.table, "cskd-run-table")):
+            control.add_class(dom_class)
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.run_select, widgets.VBox([self.metric_dropdown, self.heatmap_dropdown])]),
+                self.refresh_button,
+                self.message,
+                self.table,
+                self.curves_image,
+                self.heatmap_image,
+            ]
+        )
+        self.widget.add_class("cskd-run-browser")
+        self.run_select.observe(self._on_select, names="value")
+        self.metric_dropdown.observe(lambda change: self.update(heatmap=False), names="value")
+        self.heatmap_dropdown.observe(lambda change: self.update(curves=False), names="value")
+        self.refresh_button.on_click(lambda button: self.refresh())
+        self.refresh()
+
+    # ------------------------------------------------------------------ data
+    def _load(self, path: str) -> Any:
+        from cskd_viz import runs
+
+        config_file = Path(path) / runs.CONFIG_FILE
+        stamp = config_file.stat().st_mtime if config_file.exists() else 0.0
+        cached = self._cache.get(path)
+        if cached is None or cached[0] != stamp:
+            self._cache[path] = (stamp, runs.load_run(path))
+        return self._cache[path][1]
+
+    def selected_logs(self) -> dict[str, Any]:
+        """``{run name: RunLog}`` of the selected runs (names made unique)."""
+        logs: dict[str, Any] = {}
+        for path in self.run_select.value:
+            log = self._load(path)
+            name, k = log.name, 2
+            while name in logs:
+                name, k = f"{log.name}#{k}", k + 1
+            logs[name] = log
+        return logs
+
+    # ------------------------------------------------------------------ events
+    def refresh(self) -> None:
+        """Re-scan ``runs_dir`` (new runs appear; a running run is reloaded) and redraw."""
+        from cskd_viz import runs
+
+        listing = runs.list_runs(self.runs_dir)
+        readable = listing[listing["status"] != "unreadable"]
+        options = [
+            (f"{row['name']}  ({row['method']}, {row['status']})", str(row["path"])) for _, row in readable.iterrows()
+        ]
+        previous = [p for p in self.run_select.value if p in {value for _, value in options}]
+        self._updating = True
+        try:
+            self.run_select.options = options
+            self.run_select.value = tuple(previous) if previous else tuple(value for _, value in options)
+        finally:
+            self._updating = False
+        skipped = listing[listing["status"] == "unreadable"]
+        notes = [f"{len(readable)} run(s) in {html.escape(str(self.runs_dir))}"]
+        notes += [
+            f"skipped {html.escape(str(r['name']))}: {html.escape(str(r['error']))}" for _, r in skipped.iterrows()
+        ]
+        self.message.value = "<br>".join(notes)
+        self._on_select(None)
+
+    def _on_select(self, change: Any) -> None:
+        if self._updating:
+            return
+        paths = list(self.run_select.value)
+        labels = dict((value, label.split("  (")[0]) for label, value in self.run_select.options)
+        current = self.heatmap_dropdown.value
+        self._updating = True
+        try:
+            self.heatmap_dropdown.options = [(labels[p], p) for p in paths]
+            if paths:
+                self.heatmap_dropdown.value = current if current in paths else paths[-1]
+        finally:
+            self._updating = False
+        self.update()
+
+    def update(self, curves: bool = True, heatmap: bool = True) -> None:
+        """Redraw the summary table and overlaid curves (``curves``) and the chosen run's heatmap (``heatmap``)."""
+        if self._updating:
+            return
+        logs = self.selected_logs()
+        if not logs:
+            self.table.value = "<i>no run selected</i>"
+            self.curves_image.value = b""
+            self.heatmap_image.value = b""
+            return
+        if curves:
+            self._draw_curves(logs)
+        if heatmap:
+            self._draw_heatmap()
+
+    def _draw_curves(self, logs: Mapping[str, Any]) -> None:
+        from cskd_viz import plots, runs
+
+        summary = runs.compare_runs(list(logs.values()))
+        columns = ["name", "method", "final_accuracy", "final_agreement", "best_accuracy", "steps", "status"]
+        self.table.value = summary[columns].to_html(index=False, float_format=lambda x: f"{x:.4f}", border=0)
+        fig = _new_figure((11.0, 3.6), self._dpi, layout="constrained")
+        ax_metric, ax_agree = fig.subplots(1, 2)
+        evals = {name: log.evals for name, log in logs.items()}
+        plots.plot_learning_curves(evals, metric=self.metric_dropdown.value, ax=ax_metric)
+        plots.plot_agreement(evals, ax=ax_agree)
+        self.curves_image.value = figure_png(fig)
+
+    def _draw_heatmap(self) -> None:
+        from cskd_viz import plots
+
+        path = self.heatmap_dropdown.value
+        if path is None:
+            self.heatmap_image.value = b""
+            return
+        log = self._load(path)
+        fig = _new_figure((11.0, 3.6), self._dpi, layout="constrained")
+        ax_heat, ax_temp = fig.subplots(1, 2, width_ratios=[1.4, 1.0])
+        plots.plot_class_cosine_heatmap(log.class_cosine, ax=ax_heat, title=f"{log.name}: per-class cosine")
+        temperatures = log.temperatures
+        cswt = not temperatures.empty
+        plots.plot_temperature_trace(
+            temperatures,
+            ax=ax_temp,
+            title=f"{log.name}: CSWT temperatures",
+            t_low=log.config.get("t_low") if cswt else None,
+            t_high=log.config.get("t_high") if cswt else None,
+        )
+        self.heatmap_image.value = figure_png(fig)
