@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import statistics
@@ -79,7 +80,9 @@ def one_torch_thread() -> Iterator[None]:
 
 
 def time_call(fn: Callable[[], object], inner: int = 1) -> float:
-    """Seconds per call of ``fn``, averaged over ``inner`` back-to-back calls."""
+    """Seconds per call of ``fn``, averaged over ``inner`` back-to-back calls (after a garbage
+    collection, so neither side pays for the other's garbage)."""
+    gc.collect()
     start = time.perf_counter()
     for _ in range(inner):
         fn()

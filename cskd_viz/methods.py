@@ -280,18 +280,12 @@ class CSKD(_Distiller):
     def _method_terms(
         self, student_logits: Tensor, teacher_logits: Tensor, extras: bool, group: Any = None
     ) -> dict[str, Tensor]:
-        loss, temperatures = losses.cskd_loss(
-            student_logits,
-            teacher_logits,
-            self.temperature,
-            self.t_low,
-            self.t_high,
-            cswt=self.cswt,
-            group=group,
-            return_temperatures=True,
-        )
+        args = (student_logits, teacher_logits, self.temperature, self.t_low, self.t_high, self.cswt)
+        if not extras:  # an unlogged step: the loss alone
+            return {"loss_cskd": _weighted(self.w_kd, losses.cskd_loss(*args, group=group))}
+        loss, temperatures = losses.cskd_loss(*args, group=group, return_temperatures=True)
         terms = {"loss_cskd": _weighted(self.w_kd, loss)}
-        if temperatures is not None and extras:
+        if temperatures is not None:
             terms["temperatures"] = temperatures  # the ones the loss used (this rank's rows under a group)
         return terms
 
