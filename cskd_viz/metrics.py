@@ -137,8 +137,8 @@ def class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     """
     _checked_pair(student_logits, teacher_logits)
     temperature = check_scalar(temperature, "temperature")
-    pair = np.stack([_as_float64_array(student_logits), _as_float64_array(teacher_logits)])
-    return torch.from_numpy(_host_class_cosine(pair, temperature))
+    cosine = _host_class_cosine(_as_float64_array(student_logits), _as_float64_array(teacher_logits), temperature)
+    return torch.from_numpy(cosine)
 
 
 class PerClassCosine(Metric):
@@ -275,47 +275,58 @@ def temperature_stats(temperatures: Tensor, t_low: float = 2.0, t_high: float = 
     if values.numel() == 0:
         raise ValueError("temperatures is empty: need at least one value")
     ordered = np.sort(values.cpu().numpy())
-    stats, counts = _host_temperature_stats(ordered, t_low, t_high, bins)
-    stats = {"count": ordered.size, **stats, "std": float(ordered.std())}
-    stats["histogram"] = torch.tensor(counts, dtype=torch.int64)
+    host = _host_temperature_stats(ordered, t_low, t_high, bins)
+    stats = {"count": ordered.size, **{k: float(v) for k, v in host.items() if k != "histogram"}}
+    stats["std"] = float(ordered.std())
+    stats["histogram"] = torch.from_numpy(host["histogram"].astype(np.int64))
     stats["bin_edges"] = torch.linspace(t_low, t_high, bins + 1, dtype=torch.float64)
     return stats
 
 
-def _host_class_cosine(pair: np.ndarray, temperature: float) -> np.ndarray:
-    """``(C,)`` per-class cosine of batch predictions from float64 logits ``(2, B, C)`` (student, teacher).
+def _host_class_cosine(student: np.ndarray, teacher: np.ndarray, temperature: float) -> np.ndarray:
+    """``(..., C)`` per-class cosine of batch predictions from float64 logits ``(..., B, C)``.
 
+    Leading axes are independent batches (the Monitor summarises many recorded steps at once).
     Log-softmax rows at ``T``, each column rescaled so its largest entry is 1 (no underflow for rare
     classes, norms >= 1, no ``eps``), and ``sqrt(a * a) == a`` makes identical columns exactly 1.
-    Host-side NumPy on purpose: for one batch, a dozen small array operations cost less there than as
-    tensor operations, which is what a training loop pays at every recorded step (the Monitor).
+    Host-side NumPy on purpose: for small batches a dozen array operations cost less there than as
+    tensor operations.
     """
-    z = pair / temperature
-    z -= z.max(2, keepdims=True)
-    z -= np.log(np.exp(z).sum(2, keepdims=True))
-    z -= z.max(1, keepdims=True)
-    np.exp(z, out=z)
-    u, v = z
-    return np.clip((u * v).sum(0) / np.sqrt((u * u).sum(0) * (v * v).sum(0)), 0.0, 1.0)
+    directions = []
+    for z in (student / temperature, teacher / temperature):
+        z -= z.max(-1, keepdims=True)
+        z -= np.log(np.exp(z).sum(-1, keepdims=True))
+        z -= z.max(-2, keepdims=True)
+        directions.append(np.exp(z, out=z))
+    u, v = directions
+    return np.clip((u * v).sum(-2) / np.sqrt((u * u).sum(-2) * (v * v).sum(-2)), 0.0, 1.0)
 
 
-def _host_temperature_stats(ordered: np.ndarray, t_low: float, t_high: float, bins: int) -> tuple[dict, list[int]]:
-    """Quantiles (``torch.quantile``'s linear rule), mean, min, max and the display histogram (bins of
-    :func:`_fine_index`, in the same float64 arithmetic) of sorted float64 temperatures."""
-    n = ordered.size
+def _host_temperature_stats(ordered: np.ndarray, t_low: float, t_high: float, bins: int) -> dict[str, np.ndarray]:
+    """Statistics of sorted float64 temperatures ``(..., B)``, one set per leading index.
+
+    Quantiles follow ``torch.quantile``'s linear rule; ``"histogram"`` ``(..., bins)`` uses the bins
+    of :func:`_fine_index`, in the same float64 arithmetic. Every value has the leading shape.
+    """
+    n = ordered.shape[-1]
     ranks = np.asarray(QUANTILES) * (n - 1)
     below = np.floor(ranks).astype(np.intp)
     above = np.minimum(below + 1, n - 1)
-    quantiles = (ordered[below] + (ordered[above] - ordered[below]) * (ranks - below)).tolist()
-    stats = dict(zip(_QUANTILE_NAMES, quantiles, strict=True))
-    stats.update(mean=float(ordered.mean()), min=float(ordered[0]), max=float(ordered[-1]))
+    low, high = ordered[..., below], ordered[..., above]
+    quantiles = low + (high - low) * (ranks - below)
+    stats = {name: quantiles[..., i] for i, name in enumerate(_QUANTILE_NAMES)}
+    stats.update(mean=ordered.mean(-1), min=ordered[..., 0], max=ordered[..., -1])
     fine_bins, width = bins * _FINE_PER_BIN, t_high - t_low
+    flat = ordered.reshape(-1, n)
     if width > 0:
-        fine = np.clip(np.floor((ordered - t_low) * (fine_bins / width)).astype(np.intp), 0, fine_bins - 1)
-        counts = np.bincount(fine // _FINE_PER_BIN, minlength=bins).tolist()
+        fine = np.clip(np.floor((flat - t_low) * (fine_bins / width)).astype(np.intp), 0, fine_bins - 1)
+        index = fine // _FINE_PER_BIN + bins * np.arange(flat.shape[0])[:, None]
+        counts = np.bincount(index.ravel(), minlength=bins * flat.shape[0]).reshape(flat.shape[0], bins)
     else:
-        counts = [n] + [0] * (bins - 1)
-    return stats, counts
+        counts = np.zeros((flat.shape[0], bins), dtype=np.intp)
+        counts[:, 0] = n
+    stats["histogram"] = counts.reshape(*ordered.shape[:-1], bins)
+    return stats
 
 
 def _fine_index(values: Tensor, t_low: float, t_high: float, bins: int) -> Tensor:

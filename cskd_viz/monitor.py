@@ -14,7 +14,11 @@ A plain PyTorch loop::
 Steps are 1-based optimiser steps. Only every ``log_every``-th step (and step 1, and step
 ``total_steps`` when given) is recorded; on the other steps ``log_step`` checks that the step
 moved forward and returns, without touching a tensor (so it never waits for a GPU). A recorded
-step costs one device-to-host copy of the batch's logits and a handful of small operations:
+step is checked and copied to the host at once (one device-to-host copy of the batch's logits);
+its record is computed later together with the other steps recorded since the last write
+(:mod:`cskd_viz._step_summary`: a few NumPy operations for all of them), which keeps the cost on
+the training thread small. :meth:`Monitor.latest_record` gives the newest record at any time.
+A record holds:
 
 - ``loss`` (the total) and every named term as ``loss_<name>``;
 - ``train_accuracy`` (with ``targets``), ``agreement`` (with ``teacher_logits``);
@@ -39,7 +43,6 @@ As a context manager the run ends ``finished``, ``interrupted`` on ``KeyboardInt
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import time
@@ -52,14 +55,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cskd_viz._validation import check_pair, check_positive_int, check_scalar, check_temperature_range
-from cskd_viz.metrics import _as_float64_array, _host_class_cosine, _host_temperature_stats
+from cskd_viz._step_summary import RawStep, counts_of, host_logits, host_temperatures, summarise
+from cskd_viz._validation import check_positive_int, check_scalar, check_temperature_range
 from cskd_viz.runs import EvalRecord, RunLog, StepRecord, is_run_dir
 
 __all__ = ["Monitor", "HIST_BINS"]
 
 HIST_BINS = 12
 _NAN = float("nan")
+_MAX_PENDING_BYTES = 32 * 2**20  # captured steps are summarised at the latest when they hold this much
 
 
 def _open_log(run_dir: Any, config: dict[str, Any], overwrite: bool, writes: bool) -> RunLog:
@@ -147,8 +151,10 @@ class Monitor:
     Example:
         >>> monitor = Monitor(None, num_classes=3, log_every=2)
         >>> z = torch.randn(8, 3)
-        >>> [monitor.log_step(k, z, z, losses=0.5) is not None for k in (1, 2, 3)]
-        [True, True, False]
+        >>> for step in (1, 2, 3):
+        ...     monitor.log_step(step, z, z, losses=0.5)
+        >>> monitor.latest_record().step
+        2
         >>> monitor.close(); monitor.run_log.steps[["step", "loss", "cosine_distance"]].values.tolist()
         [[1.0, 0.5, 0.0], [2.0, 0.5, 0.0]]
     """
@@ -197,12 +203,12 @@ class Monitor:
         }
         self.run_log = _open_log(run_dir, {**defaults, **dict(config or {})}, overwrite, writes=self.rank == 0)
         self._eval = _EvalMetrics(num_classes, self.temperature, group)
-        width = self.t_high - self.t_low
-        self._edges = [self.t_low + width * i / HIST_BINS for i in range(HIST_BINS)] + [self.t_high]
         self._last_step = 0
         self._epoch = 0
         self._closed = False
-
+        self._pending: list[RawStep] = []
+        self._pending_bytes = 0
+        self._latest: StepRecord | None = None
         self._start = self._last_flush = time.perf_counter()
 
     @staticmethod
@@ -229,8 +235,12 @@ class Monitor:
         epoch: int | None = None,
         temperatures: Tensor | None = None,
         lr: float | None = None,
-    ) -> StepRecord | None:
-        """Record step ``step`` if it is due (see :meth:`will_log`); return its record or ``None``.
+    ) -> None:
+        """Record step ``step`` if it is due (see :meth:`will_log`).
+
+        A recorded step is checked and copied to the host at once; its record (see the module
+        docstring) is computed with the other steps recorded since the last write, at the next write
+        (at most every ``flush_interval_s``), :meth:`latest_record`, :meth:`log_eval` or :meth:`close`.
 
         Args:
             step: the 1-based optimiser step; must increase from call to call.
@@ -252,12 +262,26 @@ class Monitor:
         if epoch is not None:
             self._epoch = self._checked_epoch(epoch)
         if not self.will_log(step):
-            return None
-        record = self._step_record(step, student_logits, teacher_logits, targets, losses, temperatures, lr)
-        if self.rank == 0:
-            self.run_log.log_step(record)
-            self._maybe_flush()
-        return record
+            return
+        raw = self._capture(step, student_logits, teacher_logits, targets, losses, temperatures, lr)
+        if self.world > 1:  # a collective, in step order on every rank
+            raw.counts, raw.losses = self._reduced(counts_of(raw), raw.losses)
+        self._pending.append(raw)
+        self._pending_bytes += raw.nbytes
+        if self._pending_bytes > _MAX_PENDING_BYTES:
+            self._summarise()
+        self._maybe_flush()
+
+    def latest_record(self, summarise: bool = True) -> StepRecord | None:
+        """The record of the newest recorded step (``None`` before the first).
+
+        Args:
+            summarise: compute the pending steps' records first (``False``: the newest record already
+                computed, which costs nothing; a progress bar's choice).
+        """
+        if summarise:
+            self._summarise()
+        return self._latest
 
     @staticmethod
     def _checked_epoch(epoch: Any) -> int:
@@ -289,39 +313,28 @@ class Monitor:
             if targets.shape != student_logits.shape[:1]:
                 raise ValueError(f"targets must have shape ({student_logits.shape[0]},), got {tuple(targets.shape)}")
 
-    def _step_record(self, step, student_logits, teacher_logits, targets, losses, temperatures, lr) -> StepRecord:
-        """The record of one step, computed on the host in float64 NumPy: a few small array operations
-        cost less there than as tensor operations, which is what a loop pays at every recorded step."""
+    def _capture(self, step, student_logits, teacher_logits, targets, losses, temperatures, lr) -> RawStep:
+        """Check one step's input and copy it to the host (errors name the argument, at once)."""
         self._check_logits(student_logits, teacher_logits, targets)
         names, values = _named_losses(losses)
         loss_values = _loss_values(names, values)
-        s, t = _on_host(student_logits, teacher_logits)
-        pair = np.stack([s, t]) if t is not None else s[None]
-        if not math.isfinite(float(pair.sum())):
-            _explain_non_finite(student_logits, teacher_logits)
-        pred = s.argmax(1)
-        n = pred.shape[0]
-        counts = [n, _NAN, _NAN]  # samples, correct, agree
-        if targets is not None:
-            counts[1] = int((pred == targets.detach().cpu().numpy()).sum())
-        class_cosine = None
-        if t is not None:
-            counts[2] = int((pred == t.argmax(1)).sum())
-            class_cosine = _host_class_cosine(pair, self.temperature).tolist()
-        if self.world > 1:
-            counts, loss_values = self._reduced(counts, loss_values)
-        metrics = dict(zip(names, loss_values, strict=True))
-        metrics["train_accuracy"] = counts[1] / counts[0]
-        metrics["agreement"] = counts[2] / counts[0]
-        metrics["cosine_distance"] = 1.0 - sum(class_cosine) / len(class_cosine) if class_cosine else _NAN
-        stats = hist = None
-        metrics["mean_temperature"] = _NAN
-        if temperatures is not None:
-            stats, hist = self._temperature_summary(temperatures, n)
-            metrics["mean_temperature"] = stats["mean"]
-        metrics["lr"] = _NAN if lr is None else float(lr)
-        metrics["elapsed_s"] = time.perf_counter() - self._start
-        return StepRecord(step, self._epoch, metrics, class_cosine, stats, hist)
+        student, teacher = host_logits(student_logits, teacher_logits)
+        labels = np.array(targets.detach().cpu().numpy(), dtype=np.int64) if targets is not None else None
+        temps = host_temperatures(temperatures, student.shape[0]) if temperatures is not None else None
+        lr = _NAN if lr is None else float(lr)
+        elapsed = time.perf_counter() - self._start
+        return RawStep(step, self._epoch, names, loss_values, student, teacher, labels, temps, lr, elapsed)
+
+    def _summarise(self) -> None:
+        """Compute the records of the pending steps and hand them to the run log."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        records = summarise(pending, self.temperature, self.t_low, self.t_high, HIST_BINS)
+        if self.rank == 0:
+            for record in records:
+                self.run_log.log_step(record)
+        self._latest = records[-1]
 
     def _reduced(self, counts: list, loss_values: list[float]) -> tuple[list, list[float]]:
         """Counts summed and losses ``n``-weighted over the group's ranks (one all-reduce)."""
@@ -337,22 +350,12 @@ class Monitor:
         counts = [_NAN if empty else summed[i] for i, empty in enumerate(placeholders)]
         return counts, [v / total for v in summed[3:]]
 
-    def _temperature_summary(self, temperatures: Any, batch_size: int) -> tuple[dict, list]:
-        if not isinstance(temperatures, Tensor) or temperatures.shape != (batch_size,):
-            shape = tuple(temperatures.shape) if isinstance(temperatures, Tensor) else type(temperatures).__name__
-            raise ValueError(f"temperatures must be a ({batch_size},) tensor, got {shape}")
-        if not temperatures.is_floating_point():
-            raise TypeError(f"temperatures must have a floating dtype, got {temperatures.dtype}")
-        values = np.sort(temperatures.detach().cpu().numpy().astype(np.float64))  # NaN sorts last
-        if not (values[0] > 0 and values[-1] < math.inf):
-            raise ValueError("temperatures must be finite and > 0")
-        stats, counts = _host_temperature_stats(values, self.t_low, self.t_high, HIST_BINS)
-        return stats, [(self._edges[i], self._edges[i + 1], counts[i]) for i in range(HIST_BINS)]
-
     def _maybe_flush(self) -> None:
         now = time.perf_counter()
         if now - self._last_flush >= self.flush_interval_s:
-            self.run_log.flush(background=True)
+            self._summarise()
+            if self.rank == 0:
+                self.run_log.flush(background=True)
             self._last_flush = now
 
     # ------------------------------------------------------------------ evaluation
@@ -386,6 +389,7 @@ class Monitor:
             raise ValueError(f"step must be a non-negative int or None, got {step!r}")
         if not isinstance(split, str) or not split:
             raise ValueError(f"split must be a non-empty string, got {split!r}")
+        self._summarise()
         if student_logits is not None:
             self.eval_update(student_logits, teacher_logits, targets)
         elif not self._eval.updated:
@@ -414,6 +418,15 @@ class Monitor:
         if status not in ("finished", "interrupted", "failed"):
             raise ValueError(f"status must be 'finished', 'interrupted' or 'failed', got {status!r}")
         self._closed = True
+        try:
+            self._summarise()
+        except Exception:  # noqa: BLE001 - the log is written with what it has; the error is not lost
+            status = "failed"
+            raise
+        finally:
+            self._finish(status)
+
+    def _finish(self, status: str) -> None:
         if self._last_step > self.run_log.progress["step"]:
             self.run_log.set_progress(self._last_step, self._epoch)
         if self.rank == 0:
@@ -438,24 +451,6 @@ class Monitor:
 
     def __repr__(self) -> str:
         return f"Monitor({self.run_log!r}, log_every={self.log_every})"
-
-
-def _on_host(student_logits: Tensor, teacher_logits: Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Both logit tensors as float64 arrays (one copy from an accelerator when they can travel together)."""
-    s = student_logits.detach()
-    t = teacher_logits.detach() if teacher_logits is not None else None
-    if t is not None and s.device.type != "cpu" and t.dtype == s.dtype and t.device == s.device:
-        both = torch.cat([s, t]).cpu()
-        s, t = both[: s.shape[0]], both[s.shape[0] :]
-    return _as_float64_array(s), _as_float64_array(t) if t is not None else None
-
-
-def _explain_non_finite(student_logits: Tensor, teacher_logits: Tensor | None) -> None:
-    """Raise the error that names which logits hold a NaN or an infinity."""
-    if teacher_logits is None:
-        raise ValueError("student_logits contains NaN or infinite values")
-    check_pair(student_logits, teacher_logits)
-    raise ValueError("student_logits or teacher_logits are too large: their sum overflows")
 
 
 def _uses_nccl(group: Any) -> bool:

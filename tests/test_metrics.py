@@ -207,7 +207,8 @@ def test_monitor_step_summary_equals_the_functional_twins():
     s, t, y = _batches(seed=9, sizes=(33,))[0]
     temps = losses.cswt_temperatures(s, t)
     monitor = Monitor(None, 6, temperature=2.5)
-    record = monitor.log_step(1, s.float(), t.float(), y, losses=1.0, temperatures=temps)
+    monitor.log_step(1, s.float(), t.float(), y, losses=1.0, temperatures=temps)
+    record = monitor.latest_record()
     np.testing.assert_allclose(record.class_cosine, class_cosine(s.float(), t.float(), 2.5).numpy(), rtol=1e-12)
     exact = temperature_stats(temps)
     for key, value in record.temperature_stats.items():
@@ -255,8 +256,8 @@ def _worker(rank: int, port: int, path: str, run_dir: str) -> None:
         result["synced"] = _compute(mine)
         monitor = Monitor(run_dir, 6, temperature=3.0, log_every=1, group=dist.group.WORLD)
         s, t, y = mine[0]
-        record = monitor.log_step(1, s, t, y, losses={"ce": 1.0 + rank})
-        result["step"] = record.metrics
+        monitor.log_step(1, s, t, y, losses={"ce": 1.0 + rank})
+        result["step"] = monitor.latest_record().metrics
         for s, t, y in mine:
             monitor.eval_update(s, t, y)
         result["eval"] = monitor.log_eval(0).metrics

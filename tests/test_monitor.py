@@ -75,12 +75,30 @@ def test_plain_loop_run_loads_like_a_trainer_run(tmp_path):
         assert list(getattr(log, name).columns)[: len(FRAMES[name])] or name == "steps"
 
 
+def test_steps_summarised_together_equal_steps_summarised_one_by_one():
+    """Records are computed for many steps at once; the result must not depend on the grouping."""
+    one_by_one, together = Monitor(None, C, log_every=1), Monitor(None, C, log_every=1)
+    for step in range(1, 9):
+        s, t, y = _batch(step, n=16 if step % 3 else 9)  # two batch sizes: two groups
+        kwargs = {"losses": {"ce": float(step)}, "temperatures": torch.full((s.shape[0],), 2.0 + step / 4), "lr": 0.1}
+        one_by_one.log_step(step, s, t, y if step != 4 else None, **kwargs)
+        one_by_one.latest_record()
+        together.log_step(step, s, t, y if step != 4 else None, **kwargs)
+    a, b = one_by_one.run_log, together.run_log
+    together.latest_record()
+    for name in ("steps", "class_cosine", "temperatures", "temperature_hist"):
+        left, right = getattr(a, name).drop(columns="elapsed_s", errors="ignore"), getattr(b, name)
+        right = right.drop(columns="elapsed_s", errors="ignore")
+        assert left.equals(right), name
+
+
 def test_records_match_the_diagnostics():
     from cskd_viz.diagnostics import per_class_cosine, top1_agreement
 
     s, t, y = _batch(2)
     monitor = Monitor(None, C, temperature=3.0)
-    record = monitor.log_step(1, s, t, y, losses=torch.tensor(0.5))
+    monitor.log_step(1, s, t, y, losses=torch.tensor(0.5))
+    record = monitor.latest_record()
     torch.testing.assert_close(
         torch.tensor(record.class_cosine, dtype=torch.float64), per_class_cosine(s, t, 3.0).double(), atol=1e-6, rtol=0
     )
@@ -176,7 +194,7 @@ def test_bad_input_is_refused_with_the_argument_named(call, error, match):
     monitor = Monitor(None, C, log_every=1)
     with pytest.raises(error, match=match):
         call(monitor, s, t, y)
-    assert monitor.run_log.steps.empty  # nothing was recorded from the refused call
+    assert monitor.latest_record() is None and monitor.run_log.steps.empty  # nothing of the refused call
 
 
 def test_steps_going_backwards_and_logging_after_close():

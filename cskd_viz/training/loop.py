@@ -255,7 +255,7 @@ class _Trainer:
         if self.monitor is None:
             self.monitor = self._open_monitor(student_logits.shape[1])
         losses = {"loss": loss, **{k: v for k, v in terms.items() if k.startswith("loss_")}}
-        record = self.monitor.log_step(
+        self.monitor.log_step(
             self.step,
             student_logits,
             teacher_logits,
@@ -268,11 +268,14 @@ class _Trainer:
         if not self.main:
             return
         bar.update(self.step - bar.n)
-        if not bar.disable:
-            self._postfix = _postfix(record.metrics)
+        if self.hooks.step:  # a callback sees every record as it happens
+            record = self.monitor.latest_record()
+            for hook in self.hooks.step:
+                hook(record)
+        latest = self.monitor.latest_record(summarise=False)  # the newest computed one: free
+        if not bar.disable and latest is not None:
+            self._postfix = _postfix(latest.metrics)
             bar.set_postfix(self._postfix, refresh=False)
-        for hook in self.hooks.step:
-            hook(record)
 
     def _stop_requested(self, log_now: bool) -> bool:
         """Whether to stop after this step; under DDP the ranks agree at logged steps only (no collective on others)."""
