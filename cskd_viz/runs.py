@@ -143,14 +143,14 @@ class EvalRecord:
 def _format(value: Any) -> str:
     if value is None:
         return ""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy / torch scalars, first:
+        return _format(value.item())  # np.float64 is a float whose repr is "np.float64(0.05)" in numpy 2
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
-    if hasattr(value, "item"):  # numpy / torch scalars
-        return _format(value.item())
     text = str(value)
     if any(ch in text for ch in ',"\n\r'):
         text = '"' + text.replace('"', '""') + '"'

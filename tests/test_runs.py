@@ -271,3 +271,17 @@ def test_background_flush_writes_in_order_and_reports_errors(tmp_path, monkeypat
     log.finish()  # everything is rewritten after the failed background write
     loaded = load_run(tmp_path / "bg")
     assert loaded.status == "finished" and loaded.steps["step"].max() == 60
+
+
+def test_numpy_and_torch_scalars_are_stored_as_plain_numbers(tmp_path):
+    """numpy 2 writes np.float64(0.05) as 'np.float64(0.05)': a user's own metric must still load."""
+    import numpy as np
+    import torch
+
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    metrics = {"loss": np.float64(0.05), "loss_ce": torch.tensor(0.25), "train_accuracy": np.float32(0.5)}
+    log.log_step(StepRecord(1, 0, {**metrics, "lr": np.float64(0.1)}, [np.float64(0.9)]))
+    log.finish()
+    loaded = load_run(tmp_path / "r")
+    assert loaded.steps[["loss", "loss_ce", "train_accuracy", "lr"]].values.tolist() == [[0.05, 0.25, 0.5, 0.1]]
+    assert loaded.class_cosine["cosine"].tolist() == [0.9]
