@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cskd_viz import runs
 from cskd_viz.runs import (
     FRAMES,
     EvalRecord,
@@ -98,26 +99,51 @@ def test_non_cswt_run_writes_empty_temperature_frames(tmp_path):
     assert math.isnan(loaded.steps["mean_temperature"].iloc[0])
 
 
-def test_write_failure_keeps_previous_file(tmp_path, monkeypatch):
+def test_write_failure_keeps_previous_parts(tmp_path, monkeypatch):
+    from cskd_viz.runs import store
+
     log = _filled(tmp_path / "r")
     log.flush()
-    before = (tmp_path / "r" / "steps.csv").read_text()
+    before = sorted(p.name for p in (tmp_path / "r").iterdir())
     log.log_step(_step(99, 5))
-
-    real_replace = runs.os.replace
 
     def interrupted_replace(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runs.os, "replace", interrupted_replace)
+    monkeypatch.setattr(store.os, "replace", interrupted_replace)
     with pytest.raises(KeyboardInterrupt):
         log.flush()
-    monkeypatch.setattr(runs.os, "replace", real_replace)
-    assert (tmp_path / "r" / "steps.csv").read_text() == before
-    assert not list((tmp_path / "r").glob(".*tmp"))
+    monkeypatch.undo()
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == before  # no part, no temporary file
     assert load_run(tmp_path / "r").steps["step"].max() == 20
     log.flush()  # a later flush writes everything that was pending
     assert load_run(tmp_path / "r").steps["step"].max() == 99
+
+
+def test_flushes_append_parts_and_finish_compacts(tmp_path):
+    log = _filled(tmp_path / "r")
+    log.flush()
+    log.log_step(_step(30, 2))
+    log.flush()
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    assert {"steps-000002.parquet", "steps-000003.parquet", "class_cosine-000003.parquet"} <= names
+    assert load_run(tmp_path / "r").steps["step"].tolist() == [1, 10, 11, 20, 30]
+    log.finish()
+    names = {p.name for p in (tmp_path / "r").iterdir()}
+    assert names == {"config.json", *(f"{name}.parquet" for name in FRAMES)}
+    loaded = load_run(tmp_path / "r")
+    assert loaded.steps["step"].tolist() == [1, 10, 11, 20, 30] and loaded.status == "finished"
+
+
+def test_every_flush_writes_only_new_rows(tmp_path):
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    sizes = []
+    for k in range(1, 41):
+        log.log_step(_step(k))
+        log.flush()
+        sizes.append(log.bytes_written)
+    increments = [b - a for a, b in zip(sizes, sizes[1:], strict=False)]
+    assert max(increments) < 3 * min(increments)  # flat: a flush does not rewrite what is on disk
 
 
 def test_status_validation():
@@ -177,26 +203,72 @@ def test_wrong_schema_version(good_run):
         load_run(good_run)
 
 
-def test_missing_csv(good_run):
-    (good_run / "evals.csv").unlink()
-    with pytest.raises(RunLogError, match=r"evals\.csv is missing"):
-        load_run(good_run)
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_corrupt_parquet_names_the_file(good_run, damage):
+    target = good_run / "class_cosine.parquet"
+    content = target.read_bytes()
+    damaged = {"garbage": b"\x00\xff not parquet", "truncated": content[: len(content) // 2], "empty": b""}
+    target.write_bytes(damaged[damage])
+    log = load_run(good_run)  # lazy: config.json alone
+    with pytest.raises(RunLogError, match=r"class_cosine\.parquet is corrupt"):
+        _ = log.class_cosine
+    assert len(log.steps) == 4  # the other frames still read
+
+
+def test_load_run_is_lazy_and_downsamples(good_run):
+    log = load_run(good_run)
+    assert log._cache == {}  # nothing read yet
+    assert len(log.evals) == 2 and set(log._cache) == {"evals"}
+    window = load_run(good_run, steps=slice(10, 20))
+    assert window.steps["step"].tolist() == [10, 11] and window.class_cosine["step"].unique().tolist() == [10, 11]
+    assert len(window.evals) == 2  # evals are not step-selected
+    every = load_run(good_run, every=2)
+    assert every.steps["step"].tolist() == [1, 11] and every.temperatures["step"].tolist() == [1, 11]
+    with pytest.raises(ValueError, match="every must be a positive int"):
+        load_run(good_run, every=0)
+
+
+def test_a_live_run_is_read_by_new_parts_only(tmp_path):
+    log = _filled(tmp_path / "live")
+    log.flush()
+    reader = load_run(tmp_path / "live")
+    assert len(reader.steps) == 4
+    log.log_step(_step(30, 2))
+    assert len(log.steps) == 5  # the writer sees its unflushed rows
+    log.flush()
+    assert reader.steps["step"].tolist() == [1, 10, 11, 20, 30]  # the reader picks up the new part
+
+
+# ----------------------------------------------------------------------------- schema 1 (CSV)
+
+SCHEMA1 = Path(__file__).parent / "fixtures" / "run_schema1"
+
+
+def test_schema1_runs_still_load_read_only(tmp_path):
+    log = load_run(SCHEMA1)
+    assert log.schema_version == 1 and log.status == "finished" and log.name == "schema1-run"
+    assert log.steps["step"].tolist() == [1, 10, 11, 20] and len(log.class_cosine) == 12
+    assert log.summary()["final_accuracy"] == 0.9
+    copy = tmp_path / "old"
+    shutil.copytree(SCHEMA1, copy)
+    with pytest.raises(RunLogError, match="schema-1 run: it is read-only"):
+        load_run(copy).flush()
+    assert list_runs(tmp_path)["status"].tolist() == ["finished"]
 
 
 @pytest.mark.parametrize(
     "content",
     [b"", b"\x00\xff\xfe garbage \x00", b"step,epoch\n1,0\n", b'step,class,cosine\n1,0,"unterminated\n'],
 )
-def test_corrupt_csv_names_the_file(good_run, content):
-    (good_run / "class_cosine.csv").write_bytes(content)
+def test_corrupt_schema1_csv_names_the_file(tmp_path, content):
+    run = tmp_path / "old"
+    shutil.copytree(SCHEMA1, run)
+    (run / "class_cosine.csv").write_bytes(content)
     with pytest.raises(RunLogError, match=r"class_cosine\.csv is corrupt"):
-        load_run(good_run)
-
-
-def test_csv_with_wrong_types(good_run):
-    (good_run / "steps.csv").write_text("step,epoch,loss\nabc,0,1.0\n")
-    with pytest.raises(RunLogError, match=r"steps\.csv is corrupt"):
-        load_run(good_run)
+        load_run(run)
+    (run / "class_cosine.csv").unlink()
+    with pytest.raises(RunLogError, match=r"class_cosine\.csv is missing"):
+        load_run(run)
 
 
 # ----------------------------------------------------------------------------- comparing
@@ -231,11 +303,11 @@ def test_list_runs(tmp_path):
     (tmp_path / "notes").mkdir()  # foreign: skipped
     broken = tmp_path / "c"
     _filled(broken, name="c").finish()
-    (broken / "evals.csv").write_text("")
+    (broken / "evals.parquet").write_text("")
     table = list_runs(tmp_path)
     assert table["name"].tolist() == ["a", "b", "c"]
     assert table["status"].tolist() == ["interrupted", "finished", "unreadable"]
-    assert "evals.csv is corrupt" in table["error"].iloc[2]
+    assert "evals.parquet is corrupt" in table["error"].iloc[2]
     assert len(list_runs(tmp_path / "missing")) == 0
 
 
@@ -262,7 +334,9 @@ def test_background_flush_writes_in_order_and_reports_errors(tmp_path, monkeypat
     def broken(path, text):
         raise OSError("disk full")
 
-    monkeypatch.setattr(runs, "_atomic_write_text", broken)
+    from cskd_viz.runs import store
+
+    monkeypatch.setattr(store, "atomic_write", lambda path, write: broken(path, ""))
     log.log_step(_step(60, 3))
     log.flush(background=True)
     with pytest.raises(OSError, match="disk full"):
@@ -284,4 +358,4 @@ def test_numpy_and_torch_scalars_are_stored_as_plain_numbers(tmp_path):
     log.finish()
     loaded = load_run(tmp_path / "r")
     assert loaded.steps[["loss", "loss_ce", "train_accuracy", "lr"]].values.tolist() == [[0.05, 0.25, 0.5, 0.1]]
-    assert loaded.class_cosine["cosine"].tolist() == [0.9]
+    assert loaded.class_cosine["cosine"].tolist() == [pytest.approx(0.9, rel=1e-7)]  # stored as float32
