@@ -104,7 +104,7 @@ def test_write_failure_keeps_previous_parts(tmp_path, monkeypatch):
 
     log = _filled(tmp_path / "r")
     log.flush()
-    before = sorted(p.name for p in (tmp_path / "r").iterdir())
+    before = sorted(str(p) for p in (tmp_path / "r").rglob("*"))
     log.log_step(_step(99, 5))
 
     def interrupted_replace(src, dst):
@@ -114,7 +114,7 @@ def test_write_failure_keeps_previous_parts(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         log.flush()
     monkeypatch.undo()
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == before  # no part, no temporary file
+    assert sorted(str(p) for p in (tmp_path / "r").rglob("*")) == before  # no part, no temporary file
     assert load_run(tmp_path / "r").steps["step"].max() == 20
     log.flush()  # a later flush writes everything that was pending
     assert load_run(tmp_path / "r").steps["step"].max() == 99
@@ -125,12 +125,12 @@ def test_flushes_append_parts_and_finish_compacts(tmp_path):
     log.flush()
     log.log_step(_step(30, 2))
     log.flush()
-    names = {p.name for p in (tmp_path / "r").iterdir()}
-    assert {"steps-000002.parquet", "steps-000003.parquet", "class_cosine-000003.parquet"} <= names
+    parts = {f"{p.parent.name}/{p.name}" for p in (tmp_path / "r").glob("*/*.parquet")}
+    assert {"steps/part-000002.parquet", "steps/part-000003.parquet", "class_cosine/part-000003.parquet"} <= parts
     assert load_run(tmp_path / "r").steps["step"].tolist() == [1, 10, 11, 20, 30]
     log.finish()
-    names = {p.name for p in (tmp_path / "r").iterdir()}
-    assert names == {"config.json", *(f"{name}.parquet" for name in FRAMES)}
+    files = {str(p.relative_to(tmp_path / "r")) for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert files == {"config.json", *(f"{name}/compacted.parquet" for name in FRAMES)}
     loaded = load_run(tmp_path / "r")
     assert loaded.steps["step"].tolist() == [1, 10, 11, 20, 30] and loaded.status == "finished"
 
@@ -205,12 +205,12 @@ def test_wrong_schema_version(good_run):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_corrupt_parquet_names_the_file(good_run, damage):
-    target = good_run / "class_cosine.parquet"
+    target = good_run / "class_cosine" / "compacted.parquet"
     content = target.read_bytes()
     damaged = {"garbage": b"\x00\xff not parquet", "truncated": content[: len(content) // 2], "empty": b""}
     target.write_bytes(damaged[damage])
     log = load_run(good_run)  # lazy: config.json alone
-    with pytest.raises(RunLogError, match=r"class_cosine\.parquet is corrupt"):
+    with pytest.raises(RunLogError, match=r"class_cosine/compacted\.parquet is corrupt"):
         _ = log.class_cosine
     assert len(log.steps) == 4  # the other frames still read
 
@@ -236,7 +236,8 @@ def test_a_live_run_is_read_by_new_parts_only(tmp_path):
     log.log_step(_step(30, 2))
     assert len(log.steps) == 5  # the writer sees its unflushed rows
     log.flush()
-    assert reader.steps["step"].tolist() == [1, 10, 11, 20, 30]  # the reader picks up the new part
+    assert reader.steps["step"].tolist() == [1, 10, 11, 20]  # a consistent snapshot until refreshed
+    assert reader.refresh().steps["step"].tolist() == [1, 10, 11, 20, 30]  # the new part only
 
 
 # ----------------------------------------------------------------------------- schema 1 (CSV)
@@ -303,11 +304,11 @@ def test_list_runs(tmp_path):
     (tmp_path / "notes").mkdir()  # foreign: skipped
     broken = tmp_path / "c"
     _filled(broken, name="c").finish()
-    (broken / "evals.parquet").write_text("")
+    (broken / "evals" / "compacted.parquet").write_text("")
     table = list_runs(tmp_path)
     assert table["name"].tolist() == ["a", "b", "c"]
     assert table["status"].tolist() == ["interrupted", "finished", "unreadable"]
-    assert "evals.parquet is corrupt" in table["error"].iloc[2]
+    assert "evals/compacted.parquet is corrupt" in table["error"].iloc[2]
     assert len(list_runs(tmp_path / "missing")) == 0
 
 
