@@ -360,3 +360,16 @@ def test_numpy_and_torch_scalars_are_stored_as_plain_numbers(tmp_path):
     loaded = load_run(tmp_path / "r")
     assert loaded.steps[["loss", "loss_ce", "train_accuracy", "lr"]].values.tolist() == [[0.05, 0.25, 0.5, 0.1]]
     assert loaded.class_cosine["cosine"].tolist() == [pytest.approx(0.9, rel=1e-7)]  # stored as float32
+
+
+def test_a_finished_run_reads_with_plain_pyarrow_as_documented(good_run):
+    import pyarrow.parquet as pq
+
+    log = load_run(good_run)
+    steps = pq.read_table(good_run / "steps").to_pandas()
+    pd.testing.assert_frame_equal(steps[list(log.steps.columns)], log.steps, check_dtype=False)
+    cosine = pq.read_table(good_run / "class_cosine").to_pydict()
+    assert cosine["step"] == [1, 10, 11, 20]
+    flat = [value for row in cosine["cosine"] for value in row]
+    assert flat == pytest.approx(log.class_cosine["cosine"].tolist())
+    assert "pq.read_table(\"runs/my_run/steps\")" in (Path(__file__).parents[1] / "docs" / "run_format.md").read_text()

@@ -75,8 +75,10 @@ class RunBrowser(_Displayable):
         config_file = Path(path) / runs.CONFIG_FILE
         stamp = config_file.stat().st_mtime if config_file.exists() else 0.0
         cached = self._cache.get(path)
-        if cached is None or cached[0] != stamp:
+        if cached is None:  # lazy: frames are read when a plot asks for them
             self._cache[path] = (stamp, runs.load_run(path))
+        elif cached[0] != stamp:  # written since: read only its new parts
+            self._cache[path] = (stamp, cached[1].refresh())
         return self._cache[path][1]
 
     def selected_logs(self) -> dict[str, Any]:
