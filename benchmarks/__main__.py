@@ -70,6 +70,12 @@ def _monitor_overhead(quick: bool) -> list[dict]:
     return [r.row() for r in monitor_overhead.run(epochs=1 if quick else 10, repeats=2 if quick else 11)]
 
 
+def _runlog_scale(quick: bool) -> list[dict]:
+    from benchmarks import runlog_scale
+
+    return [r.row() for r in runlog_scale.run(("W1",) if quick else ("W1", "W2", "W3"))]
+
+
 def _teacher_cache(quick: bool) -> list[dict]:
     from benchmarks import teacher_cache
 
@@ -118,6 +124,7 @@ SECTIONS = {
     "trainer overhead": _trainer_overhead,
     "diagnostics overhead": _diagnostics_overhead,
     "Monitor overhead": _monitor_overhead,
+    "run logs at scale (W1 digits, W2 CIFAR-100 240 epochs, W3 ImageNet-sized)": _runlog_scale,
     "teacher-logit cache": _teacher_cache,
     "widget redraw": _widget_redraw,
     "memory": _memory,

@@ -1,0 +1,123 @@
+"""Run logs at real scale: bytes written, memory while logging, flush time, load and compare times.
+
+Workloads of trainer-shaped records (issue 10): **W1** digits-sized (C = 10, 1k logged steps),
+**W2** the paper's CIFAR-100 recipe with ``log_every=10`` (C = 100, 18.7k logged steps), **W3**
+ImageNet-sized (C = 1000, 10k logged steps). The log is flushed in the background every 50 records, as the
+Monitor does at about once a second, with 20 ms of "training" (a sleep) between flushes where a real
+loop has about a second, and finished (compacted) at the end. Run: ``python -m benchmarks.runlog_scale [--workloads W1 W2 W3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._harness import Measurement, machine_line
+from cskd_viz.runs import EvalRecord, RunLog, StepRecord, compare_runs, load_run
+
+WORKLOADS = {"W1": (10, 1_000), "W2": (100, 18_700), "W3": (1000, 10_000)}
+FLUSH_EVERY = 50
+TRAINING_S = 0.02  # training between two flushes (a real loop spends ~1 s; the writer needs the slack)
+TARGETS = {
+    "bytes": "<= 2x",
+    "rss": {"W1": "-", "W2": "<= 64 MB", "W3": "<= 128 MB"},
+    "flush": "<= 2 ms",
+    "load_steps": {"W2": "<= 0.3 s"},
+    "load_cosine": {"W2": "<= 1 s", "W3": "<= 3 s"},
+}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096 / 2**20
+
+
+def _records(classes: int, steps: int):
+    rng = np.random.default_rng(0)
+    edges = np.linspace(2.0, 6.0, 13).tolist()
+    for step in range(1, steps + 1):
+        metrics = {name: float(v) for name, v in zip(("loss", "loss_ce", "loss_cskd", "train_accuracy",
+                   "agreement", "mean_temperature", "cosine_distance", "lr", "elapsed_s"), rng.random(9), strict=True)}  # fmt: skip
+        cosine = rng.random(classes).tolist()
+        stats = dict(zip(("q05", "q25", "q50", "q75", "q95", "mean", "min", "max"), sorted(rng.random(8) * 4 + 2),
+                         strict=True))  # fmt: skip
+        hist = [(edges[b], edges[b + 1], int(c)) for b, c in enumerate(rng.integers(0, 20, 12))]
+        yield StepRecord(step, step // 780, metrics, cosine, stats, hist)
+
+
+def write(path: Path, classes: int, steps: int) -> dict:
+    """Log one workload to ``path``; what it cost."""
+    base = _rss_mb()
+    peak, flushes = base, []
+    log = RunLog({"name": path.name, "method": "cskd_cswt"}, path=path)
+    for record in _records(classes, steps):
+        log.log_step(record)
+        if record.step % 780 == 0:
+            log.log_eval(EvalRecord(record.epoch, record.step, {"accuracy": 0.5, "agreement": 0.5, "loss": 1.0}))
+        if record.step % FLUSH_EVERY == 0:
+            start = time.perf_counter()
+            log.flush(background=True)
+            flushes.append(time.perf_counter() - start)
+            peak = max(peak, _rss_mb())
+            time.sleep(TRAINING_S)
+    log.finish()
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return {"bytes_ratio": log.bytes_written / size, "size_mb": size / 2**20, "rss_mb": peak - base, "flushes": flushes}
+
+
+def _timed(fn, repeats: int = 3) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def run(workloads=("W1", "W2", "W3")) -> list[Measurement]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        write(Path(tmp) / "warm-up", 10, 100)  # imports and first-use costs out of the measurements
+        for name in workloads:
+            classes, steps = WORKLOADS[name]
+            path = Path(tmp) / name
+            cost = write(path, classes, steps)
+            label = f"{name} (C={classes}, {steps} logged steps)"
+            rows.append(Measurement(f"{label}: bytes written over the run / final size "
+                                    f"({cost['size_mb']:.1f} MB)", [cost["bytes_ratio"]], "x", TARGETS["bytes"]))  # fmt: skip
+            rows.append(Measurement(f"{label}: RSS growth while logging", [cost["rss_mb"]], "MB",
+                                    TARGETS["rss"].get(name, "-")))  # fmt: skip
+            flush_ms = [1000 * s for s in cost["flushes"]]
+            rows.append(Measurement(f"{label}: training-thread time per background flush (median; max "
+                                    f"{max(flush_ms):.2f} ms)", [statistics.median(flush_ms)], "ms", TARGETS["flush"]))  # fmt: skip
+            steps_s = _timed(lambda p=path: (load_run(p).steps, load_run(p).evals))
+            rows.append(Measurement(f"{label}: load_run + steps and evals frames", steps_s, "s",
+                                    TARGETS["load_steps"].get(name, "-")))  # fmt: skip
+            cosine_s = _timed(lambda p=path: load_run(p).class_cosine)
+            rows.append(Measurement(f"{label}: load_run + the full class_cosine frame", cosine_s, "s",
+                                    TARGETS["load_cosine"].get(name, "-")))  # fmt: skip
+            if name == "W2":
+                copies = [path] + [shutil.copytree(path, Path(tmp) / f"W2-copy{k}") for k in range(9)]
+                compare_s = _timed(lambda c=copies: compare_runs(c))
+                rows.append(Measurement("10 x W2: compare_runs", compare_s, "s", "<= 1 s"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="*", default=["W1", "W2", "W3"], choices=list(WORKLOADS))
+    args = parser.parse_args(argv)
+    print(machine_line())
+    for row in run(args.workloads):
+        r = row.row()
+        print(f"{r['benchmark']}: {r['ours']} (range {r['ratio min-max']}), target {r['target']}")
+
+
+if __name__ == "__main__":
+    main()
