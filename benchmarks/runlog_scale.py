@@ -4,7 +4,8 @@ Workloads of trainer-shaped records (issue 10): **W1** digits-sized (C = 10, 1k 
 **W2** the paper's CIFAR-100 recipe with ``log_every=10`` (C = 100, 18.7k logged steps), **W3**
 ImageNet-sized (C = 1000, 10k logged steps). The log is flushed in the background every 50 records, as the
 Monitor does at about once a second, with 20 ms of "training" (a sleep) between flushes where a real
-loop has about a second, and finished (compacted) at the end. Run: ``python -m benchmarks.runlog_scale [--workloads W1 W2 W3]``.
+loop has about a second, and finished (compacted) at the end.
+Run: ``python -m benchmarks.runlog_scale [--workloads W1 W2 W3]``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import numpy as np
 from benchmarks._harness import Measurement, machine_line
 from cskd_viz.runs import EvalRecord, RunLog, StepRecord, compare_runs, load_run
 
+METRICS = ("loss", "loss_ce", "loss_cskd", "train_accuracy", "agreement", "mean_temperature", "cosine_distance")
+METRICS = (*METRICS, "lr", "elapsed_s")
+STATS = ("q05", "q25", "q50", "q75", "q95", "mean", "min", "max")
 WORKLOADS = {"W1": (10, 1_000), "W2": (100, 18_700), "W3": (1000, 10_000)}
 FLUSH_EVERY = 50
 TRAINING_S = 0.02  # training between two flushes (a real loop spends ~1 s; the writer needs the slack)
@@ -42,11 +46,9 @@ def _records(classes: int, steps: int):
     rng = np.random.default_rng(0)
     edges = np.linspace(2.0, 6.0, 13).tolist()
     for step in range(1, steps + 1):
-        metrics = {name: float(v) for name, v in zip(("loss", "loss_ce", "loss_cskd", "train_accuracy",
-                   "agreement", "mean_temperature", "cosine_distance", "lr", "elapsed_s"), rng.random(9), strict=True)}  # fmt: skip
+        metrics = dict(zip(METRICS, rng.random(len(METRICS)).tolist(), strict=True))
         cosine = rng.random(classes).tolist()
-        stats = dict(zip(("q05", "q25", "q50", "q75", "q95", "mean", "min", "max"), sorted(rng.random(8) * 4 + 2),
-                         strict=True))  # fmt: skip
+        stats = dict(zip(STATS, sorted((rng.random(len(STATS)) * 4 + 2).tolist()), strict=True))
         hist = [(edges[b], edges[b + 1], int(c)) for b, c in enumerate(rng.integers(0, 20, 12))]
         yield StepRecord(step, step // 780, metrics, cosine, stats, hist)
 
@@ -80,6 +82,24 @@ def _timed(fn, repeats: int = 3) -> list[float]:
     return out
 
 
+def _rows(name: str, label: str, cost: dict, path: Path) -> list[Measurement]:
+    flush_ms = [1000 * s for s in cost["flushes"]]
+    size = f"final size {cost['size_mb']:.1f} MB"
+    flush = f"max {max(flush_ms):.2f} ms"
+    return [
+        Measurement(f"{label}: bytes written over the run / final size ({size})", [cost["bytes_ratio"]], "x",
+                    TARGETS["bytes"]),
+        Measurement(f"{label}: RSS growth while logging", [cost["rss_mb"]], "MB", TARGETS["rss"].get(name, "-")),
+        Measurement(f"{label}: training-thread time per background flush (median; {flush})",
+                    [statistics.median(flush_ms)], "ms", TARGETS["flush"]),
+        Measurement(f"{label}: load_run + steps and evals frames",
+                    _timed(lambda: (load_run(path).steps, load_run(path).evals)), "s",
+                    TARGETS["load_steps"].get(name, "-")),
+        Measurement(f"{label}: load_run + the full class_cosine frame", _timed(lambda: load_run(path).class_cosine),
+                    "s", TARGETS["load_cosine"].get(name, "-")),
+    ]  # fmt: skip
+
+
 def run(workloads=("W1", "W2", "W3")) -> list[Measurement]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,20 +108,7 @@ def run(workloads=("W1", "W2", "W3")) -> list[Measurement]:
             classes, steps = WORKLOADS[name]
             path = Path(tmp) / name
             cost = write(path, classes, steps)
-            label = f"{name} (C={classes}, {steps} logged steps)"
-            rows.append(Measurement(f"{label}: bytes written over the run / final size "
-                                    f"({cost['size_mb']:.1f} MB)", [cost["bytes_ratio"]], "x", TARGETS["bytes"]))  # fmt: skip
-            rows.append(Measurement(f"{label}: RSS growth while logging", [cost["rss_mb"]], "MB",
-                                    TARGETS["rss"].get(name, "-")))  # fmt: skip
-            flush_ms = [1000 * s for s in cost["flushes"]]
-            rows.append(Measurement(f"{label}: training-thread time per background flush (median; max "
-                                    f"{max(flush_ms):.2f} ms)", [statistics.median(flush_ms)], "ms", TARGETS["flush"]))  # fmt: skip
-            steps_s = _timed(lambda p=path: (load_run(p).steps, load_run(p).evals))
-            rows.append(Measurement(f"{label}: load_run + steps and evals frames", steps_s, "s",
-                                    TARGETS["load_steps"].get(name, "-")))  # fmt: skip
-            cosine_s = _timed(lambda p=path: load_run(p).class_cosine)
-            rows.append(Measurement(f"{label}: load_run + the full class_cosine frame", cosine_s, "s",
-                                    TARGETS["load_cosine"].get(name, "-")))  # fmt: skip
+            rows += _rows(name, f"{name} (C={classes}, {steps} logged steps)", cost, path)
             if name == "W2":
                 copies = [path] + [shutil.copytree(path, Path(tmp) / f"W2-copy{k}") for k in range(9)]
                 compare_s = _timed(lambda c=copies: compare_runs(c))
