@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -130,7 +131,7 @@ def test_flushes_append_parts_and_finish_compacts(tmp_path):
     assert load_run(tmp_path / "r").steps["step"].tolist() == [1, 10, 11, 20, 30]
     log.finish()
     files = {str(p.relative_to(tmp_path / "r")) for p in (tmp_path / "r").rglob("*") if p.is_file()}
-    assert files == {"config.json", *(f"{name}/compacted.parquet" for name in FRAMES)}
+    assert files == {"config.json", *(f"{name}/compacted-000003.parquet" for name in FRAMES)}
     loaded = load_run(tmp_path / "r")
     assert loaded.steps["step"].tolist() == [1, 10, 11, 20, 30] and loaded.status == "finished"
 
@@ -205,12 +206,12 @@ def test_wrong_schema_version(good_run):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
 def test_corrupt_parquet_names_the_file(good_run, damage):
-    target = good_run / "class_cosine" / "compacted.parquet"
+    (target,) = (good_run / "class_cosine").glob("compacted-*.parquet")
     content = target.read_bytes()
     damaged = {"garbage": b"\x00\xff not parquet", "truncated": content[: len(content) // 2], "empty": b""}
     target.write_bytes(damaged[damage])
     log = load_run(good_run)  # lazy: config.json alone
-    with pytest.raises(RunLogError, match=r"class_cosine/compacted\.parquet is corrupt"):
+    with pytest.raises(RunLogError, match=r"class_cosine/compacted-\d+\.parquet is corrupt"):
         _ = log.class_cosine
     assert len(log.steps) == 4  # the other frames still read
 
@@ -304,11 +305,11 @@ def test_list_runs(tmp_path):
     (tmp_path / "notes").mkdir()  # foreign: skipped
     broken = tmp_path / "c"
     _filled(broken, name="c").finish()
-    (broken / "evals" / "compacted.parquet").write_text("")
+    next((broken / "evals").glob("compacted-*.parquet")).write_text("")
     table = list_runs(tmp_path)
     assert table["name"].tolist() == ["a", "b", "c"]
     assert table["status"].tolist() == ["interrupted", "finished", "unreadable"]
-    assert "evals/compacted.parquet is corrupt" in table["error"].iloc[2]
+    assert re.search(r"evals/compacted-\d+\.parquet is corrupt", table["error"].iloc[2])
     assert len(list_runs(tmp_path / "missing")) == 0
 
 
@@ -372,4 +373,4 @@ def test_a_finished_run_reads_with_plain_pyarrow_as_documented(good_run):
     assert cosine["step"] == [1, 10, 11, 20]
     flat = [value for row in cosine["cosine"] for value in row]
     assert flat == pytest.approx(log.class_cosine["cosine"].tolist())
-    assert "pq.read_table(\"runs/my_run/steps\")" in (Path(__file__).parents[1] / "docs" / "run_format.md").read_text()
+    assert 'pq.read_table("runs/my_run/steps")' in (Path(__file__).parents[1] / "docs" / "run_format.md").read_text()
