@@ -100,6 +100,41 @@ def _rows(name: str, label: str, cost: dict, path: Path) -> list[Measurement]:
     ]  # fmt: skip
 
 
+def label_of(name: str) -> str:
+    classes, steps = WORKLOADS[name]
+    return f"{name} (C={classes}, {steps} logged steps)"
+
+
+def _heatmap(frame) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cskd_viz import plots
+
+    fig = plots.plot_class_cosine_heatmap(frame)
+    fig.canvas.draw()
+    plt.close(fig)
+
+
+def _browser_rows(root: Path) -> list[Measurement]:
+    try:
+        from cskd_viz.widgets import RunBrowser
+    except ImportError:  # ipywidgets is a dependency; this only guards a trimmed environment
+        return []
+    built, browser = [], None
+    for _ in range(3):
+        start = time.perf_counter()
+        browser = RunBrowser(root)
+        built.append(time.perf_counter() - start)
+    refreshed = _timed(browser.refresh)
+    return [
+        Measurement("10 x W2: RunBrowser construction", built, "s", "<= 3 s"),
+        Measurement("10 x W2: RunBrowser refresh", refreshed, "s", "<= 0.5 s"),
+    ]
+
+
 def run(workloads=("W1", "W2", "W3")) -> list[Measurement]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,10 +144,15 @@ def run(workloads=("W1", "W2", "W3")) -> list[Measurement]:
             path = Path(tmp) / name
             cost = write(path, classes, steps)
             rows += _rows(name, f"{name} (C={classes}, {steps} logged steps)", cost, path)
+            rows.append(Measurement(f"{label_of(name)}: class-cosine heatmap (plot + draw)",
+                                    _timed(lambda p=path: _heatmap(load_run(p).class_cosine)), "s",
+                                    {"W2": "<= 0.5 s", "W3": "<= 2 s"}.get(name, "-")))  # fmt: skip
             if name == "W2":
-                copies = [path] + [shutil.copytree(path, Path(tmp) / f"W2-copy{k}") for k in range(9)]
+                root = Path(tmp) / "ten"
+                copies = [shutil.copytree(path, root / f"W2-{k}") for k in range(10)]
                 compare_s = _timed(lambda c=copies: compare_runs(c))
                 rows.append(Measurement("10 x W2: compare_runs", compare_s, "s", "<= 1 s"))
+                rows += _browser_rows(root)
     return rows
 
 

@@ -105,8 +105,8 @@ def test_class_cosine_heatmap_labels_and_grid(class_cosine):
     assert isinstance(fig, Figure)
     assert ax.get_title() == "Per-class cosine of batch predictions"
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("step", "class")
-    mesh = ax.collections[0]
-    assert mesh.get_array().shape == (4, 4)  # classes x steps
+    image = ax.images[0]
+    assert image.get_array().shape == (4, 4)  # classes x steps
     assert fig.axes[1].get_ylabel() == "cos(P_s[:, j], P_t[:, j])"  # the colour bar
 
 
@@ -120,7 +120,7 @@ def test_class_cosine_heatmap_draws_on_given_ax(class_cosine):
 def test_class_cosine_heatmaps_share_one_colour_scale(class_cosine):
     other = class_cosine.assign(cosine=class_cosine["cosine"] ** 3)
     fig = plots.plot_class_cosine_heatmaps({"kd": class_cosine, "cskd": other})
-    meshes = [fig.axes[0].collections[0], fig.axes[1].collections[0]]
+    meshes = [fig.axes[0].images[0], fig.axes[1].images[0]]
     limits = {(m.norm.vmin, m.norm.vmax) for m in meshes}
     assert len(limits) == 1
     (vmin, vmax) = limits.pop()
@@ -129,6 +129,51 @@ def test_class_cosine_heatmaps_share_one_colour_scale(class_cosine):
     assert [fig.axes[0].get_title(), fig.axes[1].get_title()] == ["kd", "cskd"]
     assert fig.get_suptitle() == "Per-class cosine of batch predictions"
     assert len(fig.axes) == 3  # two panels, one colour bar
+
+
+def _long_run(classes: int, steps: int) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    step = np.arange(1, steps + 1) * 10
+    cosine = np.clip(0.5 + 0.5 * np.linspace(0, 1, steps)[None, :] - 0.3 * rng.random((classes, 1)), 0, 1)
+    return pd.DataFrame(
+        {"step": np.repeat(step, classes), "class": np.tile(np.arange(classes), steps), "cosine": cosine.T.reshape(-1)}
+    )
+
+
+def test_heatmap_of_a_long_run_is_binned_to_the_axes_width(tmp_path):
+    frame = _long_run(1000, 2000)
+    fig = plots.plot_class_cosine_heatmap(frame)
+    image = fig.axes[0].images[0]
+    assert image.get_array().shape == (1000, 600)  # 2000 steps binned to 600 columns
+    np.testing.assert_allclose(image.get_array()[:, -1], frame[frame.step > 19_960].groupby("class").cosine.mean(),
+                               rtol=0.02)  # fmt: skip
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert labels and all(label.endswith("k") or label == "0" for label in labels), labels
+    fig.savefig(tmp_path / "long.png", dpi=80)
+
+
+def test_heatmap_order_and_top_k_name_the_worst_classes():
+    frame = _long_run(50, 30)
+    final = frame[frame.step == frame.step.max()].set_index("class").cosine
+    names = [f"class-{c}" for c in range(50)]
+    fig = plots.plot_class_cosine_heatmap(frame, top_k=5, order="worst_final", class_names=names)
+    ax = fig.axes[0]
+    assert ax.images[0].get_array().shape == (5, 30)
+    shown = [t.get_text() for t in ax.get_yticklabels()]
+    worst = [names[c] for c in final.sort_values().index[:5]]
+    assert shown == worst[::-1]  # the worst on top
+    with pytest.raises(ValueError, match="order must be one of"):
+        plots.plot_class_cosine_heatmap(frame, order="best")
+    with pytest.raises(ValueError, match="class_names has 2 names for 50 classes"):
+        plots.plot_class_cosine_heatmap(frame, class_names=["a", "b"])
+
+
+def test_step_ticks_are_readable():
+    from cskd_viz.plots._common import human_count
+
+    assert [human_count(v) for v in (0, 950, 15_000, 150_000, 1_250_000)] == ["0", "950", "15k", "150k", "1.2M"]
 
 
 def test_heatmap_empty_frame_gives_labelled_panel():

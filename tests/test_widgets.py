@@ -267,6 +267,22 @@ def test_run_browser_refresh_finds_new_runs_and_skips_foreign_dirs(runs_dir):
     assert "skipped broken" in browser.message.value
 
 
+def test_run_browser_refresh_redraws_only_what_changed(tmp_path):
+    live = runs.RunLog({"name": "live", "method": "kd", "dataset": "digits"}, path=tmp_path / "live")
+    live.log_step(runs.StepRecord(1, 0, {"loss": 1.0, "agreement": 0.5}, [0.5, 0.6, 0.7]))
+    live.log_eval(runs.EvalRecord(0, 1, {"accuracy": 0.5, "agreement": 0.5, "loss": 1.0, "cosine_distance": 0.4}))
+    live.flush()
+    browser = widgets.RunBrowser(tmp_path)
+    first = browser.curves_image.value
+    browser.refresh()
+    assert browser.curves_image.value is first  # nothing written since: nothing drawn again
+    live.log_eval(runs.EvalRecord(1, 2, {"accuracy": 0.9, "agreement": 0.8, "loss": 0.5, "cosine_distance": 0.2}))
+    live.flush()
+    browser.refresh()
+    assert browser.curves_image.value != first
+    assert browser.selected_logs()["live"].evals["accuracy"].tolist() == [0.5, 0.9]  # its new part was read
+
+
 def test_run_browser_empty_dir(tmp_path):
     browser = widgets.RunBrowser(tmp_path / "nothing-here")
     assert browser.run_select.options == ()

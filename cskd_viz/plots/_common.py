@@ -108,25 +108,75 @@ def _as_1d_array(values: Any, name: str) -> np.ndarray:
 # ----------------------------------------------------------------------------- per-class cosine heatmaps
 
 
-def _cosine_matrix(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.pivot_table(index="class", columns="step", values="cosine", aggfunc="mean").sort_index(axis=0)
+MAX_HEATMAP_COLUMNS = 600  # about an axes' width in pixels: more columns than that cannot be seen
 
 
-def _draw_heatmap(ax: Axes, matrix: pd.DataFrame, vmin: float, vmax: float, cmap: str):
-    steps = matrix.columns.to_numpy(dtype=float)
-    classes = matrix.index.to_numpy(dtype=float)
-    mesh = ax.pcolormesh(
-        _cell_edges(steps),
-        _cell_edges(classes),
-        np.ma.masked_invalid(matrix.to_numpy(dtype=float)),
-        vmin=vmin,
-        vmax=vmax,
-        cmap=cmap,
-        shading="flat",
+def human_count(value: float, _position: Any = None) -> str:
+    """A tick label for a step count: ``950``, ``15k``, ``150k``, ``1.2M``.
+
+    Example:
+        >>> [human_count(v) for v in (950, 15000, 150000, 1200000)]
+        ['950', '15k', '150k', '1.2M']
+    """
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            text = f"{value / scale:.1f}".rstrip("0").rstrip(".")
+            return f"{text}{suffix}"
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:g}"
+
+
+def _cosine_matrix(frame: pd.DataFrame, max_columns: int = MAX_HEATMAP_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
+    """``(C, T')`` cosines (classes x time bins) and the ``(T' + 1,)`` step edges of the bins.
+
+    A run's frame is a complete grid in step-major order, so it is a reshape; anything else goes
+    through a pivot. Time is binned to at most ``max_columns`` columns, each the mean of its steps.
+    """
+    steps = frame["step"].to_numpy()
+    classes = frame["class"].to_numpy()
+    n_classes = int(classes.max()) + 1 if len(classes) else 0
+    grid = len(frame) % max(n_classes, 1) == 0 and np.array_equal(
+        classes, np.tile(np.arange(n_classes), len(frame) // max(n_classes, 1))
     )
-    if len(classes) <= 20:
-        ax.set_yticks(classes)
-        ax.set_yticklabels([str(int(c)) for c in classes])
+    if grid:
+        matrix = frame["cosine"].to_numpy(dtype=float).reshape(-1, n_classes).T
+        step_values = steps[::n_classes].astype(float)
+    else:
+        pivot = frame.pivot_table(index="class", columns="step", values="cosine", aggfunc="mean")
+        pivot = pivot.reindex(range(n_classes))
+        matrix, step_values = pivot.to_numpy(dtype=float), pivot.columns.to_numpy(dtype=float)
+    order = np.argsort(step_values, kind="stable")
+    matrix, step_values = matrix[:, order], step_values[order]
+    if matrix.shape[1] > max_columns:
+        starts = np.linspace(0, matrix.shape[1], max_columns + 1).astype(int)[:-1]
+        with np.errstate(invalid="ignore"):
+            sums = np.add.reduceat(np.nan_to_num(matrix), starts, axis=1)
+            counts = np.add.reduceat(np.isfinite(matrix).astype(float), starts, axis=1)
+            matrix = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        edges = np.append(step_values[starts], step_values[-1])
+    else:
+        edges = _cell_edges(step_values)
+    return matrix, edges
+
+
+def _draw_heatmap(ax: Axes, matrix: np.ndarray, edges: np.ndarray, vmin: float, vmax: float, cmap: str,
+                  labels: list[str] | None = None):  # fmt: skip
+    """``imshow`` of a ``(C, T)`` matrix over the step range; readable ticks whatever the size."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    rows = matrix.shape[0]
+    image = ax.imshow(
+        np.ma.masked_invalid(matrix), aspect="auto", origin="lower", interpolation="nearest",
+        extent=(edges[0], edges[-1], -0.5, rows - 0.5), vmin=vmin, vmax=vmax, cmap=cmap,
+    )  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(human_count))
+    if labels is not None and rows <= 40:
+        ax.set_yticks(range(rows))
+        ax.set_yticklabels(labels, fontsize=8 if rows > 20 else None)
+    elif rows <= 20:
+        ax.set_yticks(range(rows))
+    else:
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel("class")
-    return mesh
+    return image

@@ -39,6 +39,7 @@ class RunBrowser(_Displayable):
         self.runs_dir = Path(runs_dir)
         self._dpi = dpi
         self._cache: dict[str, tuple[float, Any]] = {}
+        self._stamps: tuple | None = None  # none yet: the first refresh always draws
         self._updating = False
         self.run_select = widgets.SelectMultiple(options=[], description="runs", rows=6)
         self.run_select.layout.width = "420px"
@@ -72,8 +73,7 @@ class RunBrowser(_Displayable):
     def _load(self, path: str) -> Any:
         from cskd_viz import runs
 
-        config_file = Path(path) / runs.CONFIG_FILE
-        stamp = config_file.stat().st_mtime if config_file.exists() else 0.0
+        stamp = _stamp(path)
         cached = self._cache.get(path)
         if cached is None:  # lazy: frames are read when a plot asks for them
             self._cache[path] = (stamp, runs.load_run(path))
@@ -94,10 +94,15 @@ class RunBrowser(_Displayable):
 
     # ------------------------------------------------------------------ events
     def refresh(self) -> None:
-        """Re-scan ``runs_dir`` (new runs appear; a running run is reloaded) and redraw."""
+        """Re-scan ``runs_dir`` (new runs appear; a running run reads its new parts) and redraw
+        what changed: nothing is drawn again when no run was written since the last refresh."""
         from cskd_viz import runs
 
         listing = runs.list_runs(self.runs_dir)
+        stamps = tuple((path, _stamp(path)) for path in listing["path"].astype(str))
+        if stamps == self._stamps:
+            return
+        self._stamps = stamps
         readable = listing[listing["status"] != "unreadable"]
         options = [
             (f"{row['name']}  ({row['method']}, {row['status']})", str(row["path"])) for _, row in readable.iterrows()
@@ -181,3 +186,14 @@ class RunBrowser(_Displayable):
             t_high=log.config.get("t_high") if cswt else None,
         )
         self.heatmap_image.value = figure_png(fig)
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    """Which write of a run's ``config.json`` this is (every flush replaces it: a new inode), or zeros."""
+    from cskd_viz import runs
+
+    try:
+        stat = (Path(path) / runs.CONFIG_FILE).stat()
+    except OSError:
+        return 0, 0
+    return stat.st_ino, stat.st_mtime_ns
