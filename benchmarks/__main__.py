@@ -73,7 +73,7 @@ def _monitor_overhead(quick: bool) -> list[dict]:
 def _runlog_scale(quick: bool) -> list[dict]:
     from benchmarks import runlog_scale
 
-    return [r.row() for r in runlog_scale.run(("W1",) if quick else ("W1", "W2", "W3"))]
+    return [r.row() for r in runlog_scale.run(("W1",) if quick else tuple(runlog_scale.WORKLOADS))]
 
 
 def _teacher_cache(quick: bool) -> list[dict]:

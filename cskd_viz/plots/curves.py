@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from cskd_viz.plots._common import _figure_and_ax, _label, _no_data, _require_frame, palette
+from cskd_viz.plots._common import _figure_and_ax, _label, _no_data, _require_frame, human_count, palette
 
 # ----------------------------------------------------------------------------- runs: learning curves, agreement
 
@@ -71,6 +71,11 @@ def plot_learning_curves(
     fig, ax = _figure_and_ax(ax, (6.5, 4.0))
     ax.set_title(title if title is not None else _label(metric)[:1].upper() + _label(metric)[1:])
     ax.set_xlabel(x)
+    if x == "step":  # 150k, not 150000: labels that never collide on long runs
+        from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+        ax.xaxis.set_major_formatter(FuncFormatter(human_count))
     ax.set_ylabel(_label(metric))
     runs = list(dict.fromkeys(long["run"].tolist()))
     colors = palette(len(runs))

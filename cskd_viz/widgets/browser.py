@@ -111,7 +111,9 @@ class RunBrowser(_Displayable):
         self._updating = True
         try:
             self.run_select.options = options
-            self.run_select.value = tuple(previous) if previous else tuple(value for _, value in options)
+            # At first the newest runs are selected (all of them in a small directory).
+            newest = [value for _, value in options][-MAX_INITIAL_SELECTION:]
+            self.run_select.value = tuple(previous) if previous else tuple(newest)
         finally:
             self._updating = False
         skipped = listing[listing["status"] == "unreadable"]
@@ -186,6 +188,9 @@ class RunBrowser(_Displayable):
             t_high=log.config.get("t_high") if cswt else None,
         )
         self.heatmap_image.value = figure_png(fig)
+
+
+MAX_INITIAL_SELECTION = 8
 
 
 def _stamp(path: str) -> tuple[int, int]:
