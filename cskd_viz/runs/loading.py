@@ -1,0 +1,224 @@
+"""Reading runs: ``load_run`` (lazy), ``list_runs``, ``compare_runs``, ``stack_runs``, ``is_run_dir``."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cskd_viz.runs import store
+from cskd_viz.runs.log import RunLog
+from cskd_viz.runs.records import (  # noqa: F401 - the doctests use them
+    CONFIG_FILE,
+    FORMAT,
+    FRAMES,
+    READABLE_SCHEMAS,
+    STATUSES,
+    SUMMARY_COLUMNS,
+    EvalRecord,
+    RunLogError,
+    StepRecord,
+    _summary,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def _read_meta(path: Path) -> dict:
+    if not path.exists():
+        raise RunLogError(f"no run directory at {path}")
+    if not path.is_dir():
+        raise RunLogError(f"{path} is not a directory (a run is a directory holding {CONFIG_FILE} and CSV files)")
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        raise RunLogError(f"{path} is not a cskd_viz run directory: {config_file} is missing")
+    try:
+        meta = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise RunLogError(f"{config_file} is corrupt: cannot parse JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise RunLogError(f'{config_file} is not a cskd_viz run config (expected "format": "{FORMAT}")')
+    version = meta.get("schema_version")
+    if version not in READABLE_SCHEMAS:
+        raise RunLogError(
+            f"{config_file} has schema_version {version!r}; this cskd_viz reads schema_version "
+            f"{' and '.join(map(str, READABLE_SCHEMAS))}"
+        )
+    if meta.get("status") not in STATUSES:
+        raise RunLogError(f"{config_file} has an unknown status {meta.get('status')!r}; expected one of {STATUSES}")
+    if not isinstance(meta.get("config"), dict):
+        raise RunLogError(f'{config_file} has no "config" object')
+    return meta
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a run directory (has a ``config.json`` with the format marker)."""
+    try:
+        _read_meta(Path(path))
+    except RunLogError:
+        return False
+    return True
+
+
+def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int | None = None) -> RunLog:
+    """Load a run directory written by :class:`RunLog` (or a :class:`~cskd_viz.Monitor`).
+
+    Only ``config.json`` is read at once; each frame is read on its first access (and, for a run
+    that is still being written, only its new parts on later accesses). A finished run whose parts
+    were never compacted is compacted now, when the directory is writable.
+
+    Args:
+        path: the run directory.
+        steps: keep only logged steps in ``[start, stop)`` in the step-indexed frames (``steps``,
+            ``class_cosine``, ``temperatures``, ``temperature_hist``), e.g. ``slice(1000, None)``.
+        every: keep every ``every``-th logged step of those frames (downsampling a long run for a plot).
+
+    Raises:
+        RunLogError: (a ``ValueError``) for a missing, corrupt or foreign directory, naming the
+            file at fault: no ``config.json``, invalid JSON, wrong format or schema version, a
+            missing or unparseable CSV.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     log = RunLog({"name": "r", "method": "ce"}, path=f"{tmp}/r")
+        ...     log.finish()
+        ...     load_run(f"{tmp}/r").status
+        'finished'
+    """
+    path = Path(path)
+    if not isinstance(steps, (slice, type(None))):
+        raise TypeError(f"steps must be a slice of step numbers or None, got {type(steps).__name__}")
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise ValueError(f"every must be a positive int or None, got {every!r}")
+    meta = _read_meta(path)
+    log = RunLog(meta["config"], path=None, status=meta["status"])
+    log.path = path
+    log.schema_version = meta["schema_version"]
+    log.created = meta.get("created", log.created)
+    log.updated = meta.get("updated", log.updated)
+    progress = meta.get("progress") or {}
+    log.progress = {"step": _progress(progress, "step", path), "epoch": _progress(progress, "epoch", path)}
+    log._selection = (steps, every)
+    log._own = False
+    log._committed = meta.get("flushed")  # None: a run of before "flushed" existed, read every part
+    if log.schema_version == 1:  # the CSV layout: read-only, read now (small runs)
+        for name in FRAMES:
+            log._cache[name] = (log._select_frame(name, store.read_csv_frame(path, name)), 10**18)
+    elif log.status == "finished" and any(store.part_files(path, name) for name in FRAMES) and os.access(path, os.W_OK):
+        try:
+            store.remove(store.compact(path, upto=meta.get("flushed")))
+        except OSError:  # a full or read-only disk: the parts read the same
+            pass
+    return log
+
+
+def _progress(progress: Any, key: str, path: Path) -> int:
+    value = progress.get(key, 0) if isinstance(progress, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RunLogError(f"{path / CONFIG_FILE} has a malformed progress.{key}: {value!r}")
+    return value
+
+
+def _as_log(run: RunLog | str | os.PathLike) -> RunLog:
+    if isinstance(run, RunLog):
+        return run
+    if isinstance(run, (str, os.PathLike)):
+        return load_run(run)
+    raise TypeError(f"expected a RunLog or a run directory path, got {type(run).__name__}")
+
+
+def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
+    """One summary row per run directory under ``root`` (see :func:`compare_runs` for columns).
+
+    Sub-directories that are not runs are skipped; runs that fail to load appear with status
+    ``"unreadable"`` and the reason in an ``error`` column. A missing ``root`` gives an empty frame.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     RunLog({"name": "a", "method": "kd"}, path=f"{tmp}/a").finish()
+        ...     list_runs(tmp)[["name", "method", "status"]].values.tolist()
+        [['a', 'kd', 'finished']]
+    """
+    import pandas as pd
+
+    root = Path(root)
+    rows = []
+    if root.is_dir():
+        for child in sorted(p for p in root.iterdir() if p.is_dir()):
+            if not (child / CONFIG_FILE).is_file():
+                continue
+            try:
+                meta = _read_meta(child)
+                evals = load_run(child).evals
+                row = _summary(meta["config"], meta["status"], meta.get("progress") or {}, evals, child)
+                row["created"] = meta.get("created")
+                row["error"] = None
+            except RunLogError as err:
+                row = dict.fromkeys(SUMMARY_COLUMNS)
+                row.update(name=child.name, status="unreadable", path=str(child), created=None, error=str(err))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "created", "error"])
+
+
+def compare_runs(runs: Iterable[RunLog | str | os.PathLike]) -> pd.DataFrame:
+    """Summary table, one row per run.
+
+    Columns: ``name, method, final_accuracy, final_agreement, best_accuracy,
+    final_cosine_distance, steps, status, dataset, student, teacher, teacher_accuracy, path``
+    (accuracies and agreement on the test split; ``final_cosine_distance`` is the epoch-level
+    ``d(T)`` of the last evaluation).
+
+    Args:
+        runs: :class:`RunLog` objects or run directory paths (a single path or log is accepted too).
+
+    Example:
+        >>> log = RunLog({"name": "a", "method": "cskd"})
+        >>> log.log_eval(EvalRecord(0, 10, {"accuracy": 0.9, "agreement": 0.95, "loss": 0.3,
+        ...     "cosine_distance": 0.1, "teacher_accuracy": 0.97}))
+        >>> compare_runs([log])[["name", "final_accuracy", "steps"]].values.tolist()
+        [['a', 0.9, 10]]
+    """
+    import pandas as pd
+
+    if isinstance(runs, (RunLog, str, os.PathLike)):
+        runs = [runs]
+    rows = [_as_log(run).summary() for run in runs]
+    return pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+
+
+def stack_runs(logs: Iterable[RunLog | str | os.PathLike], frame: str = "evals") -> pd.DataFrame:
+    """Long-form frame of several runs: ``frame`` of each run with ``run`` and ``method`` columns added.
+
+    Duplicate run names get a ``#2``, ``#3`` suffix so each run stays its own group.
+
+    Example:
+        >>> a, b = RunLog({"name": "a", "method": "ce"}), RunLog({"name": "b", "method": "kd"})
+        >>> for log in (a, b):
+        ...     log.log_step(StepRecord(1, 0, {"loss": 1.0, "loss_ce": 1.0}))
+        >>> stack_runs([a, b], "steps")[["run", "method", "step"]].values.tolist()
+        [['a', 'ce', 1], ['b', 'kd', 1]]
+    """
+    import pandas as pd
+
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {sorted(FRAMES)}, got {frame!r}")
+    if isinstance(logs, (RunLog, str, os.PathLike)):
+        logs = [logs]
+    parts, seen = [], {}
+    for run in logs:
+        log = _as_log(run)
+        name = log.name
+        seen[name] = seen.get(name, 0) + 1
+        label = name if seen[name] == 1 else f"{name}#{seen[name]}"
+        df = getattr(log, frame).copy()
+        df.insert(0, "method", log.config.get("method"))
+        df.insert(0, "run", label)
+        parts.append(df)
+    if not parts:
+        return pd.DataFrame(columns=["run", "method", *FRAMES[frame]])
+    return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,404 @@
+"""``RunLog``: a run's config, status and tidy frames; written as append-only Parquet parts."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cskd_viz.runs import store
+from cskd_viz.runs.records import (
+    CONFIG_FILE,
+    FORMAT,
+    FRAMES,
+    SCHEMA_VERSION,
+    STATUSES,
+    EvalRecord,
+    RunLogError,
+    StepRecord,
+    _json_safe,
+    _now,
+    _summary,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+STEP_FRAMES = ("steps", "class_cosine", "temperatures", "temperature_hist")
+
+
+class RunLog:
+    """The record of one training run: config, status and tidy frames (see :mod:`cskd_viz.runs`).
+
+    Args:
+        config: the run's configuration (a ``RunConfig.to_dict()`` or any JSON-able mapping);
+            should hold ``name`` and ``method``.
+        path: the run directory; ``None`` keeps the log in memory only (``flush`` is a no-op).
+            The directory is created and a loadable, empty log is written at once; a directory
+            that already holds a run is refused (``RunLogError``).
+        status: initial status.
+
+    Frames are DataFrame attributes: ``steps``, ``class_cosine``, ``temperatures``,
+    ``temperature_hist``, ``evals``. Rows logged since the last :meth:`flush` live in memory; the
+    rest lives on disk and is read on access (new parts only, after the first access).
+
+    Example:
+        >>> log = RunLog({"name": "demo", "method": "ce"})
+        >>> log.log_step(StepRecord(step=1, epoch=0, metrics={"loss": 2.3, "loss_ce": 2.3}))
+        >>> list(log.steps.columns[:4]), log.status
+        (['step', 'epoch', 'loss', 'loss_ce'], 'running')
+    """
+
+    def __init__(self, config: Mapping[str, Any], path: str | os.PathLike | None = None, status: str = "running"):
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        self.config: dict[str, Any] = dict(config)
+        self.status = status
+        self.path: Path | None = Path(path) if path is not None else None
+        self.progress: dict[str, int] = {"step": 0, "epoch": 0}
+        self.created = self.updated = _now()
+        self.schema_version = SCHEMA_VERSION
+        self.bytes_written = 0
+        self._pending: dict[str, list] = {name: [] for name in FRAMES}
+        self._inflight: dict[int, dict[str, list]] = {}
+        self._seq = 0
+        self._committed = 0  # the last flush whose config.json is on disk
+        self._own = True  # this object writes the run (False for a run loaded from disk)
+        self._cache: dict[str, tuple[pd.DataFrame, int]] = {}  # frame -> (stored rows, last part read)
+        self._raw_rows: dict[str, int] = {}  # frame -> rows read from disk before any step selection
+        self._lock = threading.Lock()
+        self._writer: store.PartWriter | None = None
+        self._selection: tuple[slice | None, int | None] = (None, None)
+        self._widths: dict[str, int] = {}
+        if self.path is not None:
+            if (self.path / CONFIG_FILE).exists():
+                raise RunLogError(f"{self.path} already holds a run: load it with load_run, or use a new directory")
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.flush()
+
+    # ------------------------------------------------------------------ frames
+    @property
+    def name(self) -> str:
+        """The run's name (``config["name"]``, else the directory name)."""
+        name = self.config.get("name")
+        if name:
+            return str(name)
+        return self.path.name if self.path is not None else "run"
+
+    @property
+    def steps(self) -> pd.DataFrame:
+        return self.frame("steps")
+
+    @property
+    def class_cosine(self) -> pd.DataFrame:
+        return self.frame("class_cosine")
+
+    @property
+    def temperatures(self) -> pd.DataFrame:
+        return self.frame("temperatures")
+
+    @property
+    def temperature_hist(self) -> pd.DataFrame:
+        return self.frame("temperature_hist")
+
+    @property
+    def evals(self) -> pd.DataFrame:
+        return self.frame("evals")
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """All frames by name."""
+        return {name: self.frame(name) for name in FRAMES}
+
+    def frame(self, name: str) -> pd.DataFrame:
+        """One frame: the stored rows (read once, then only new parts) plus those not yet on disk."""
+        if name not in FRAMES:
+            raise ValueError(f"frame must be one of {sorted(FRAMES)}, got {name!r}")
+        import pandas as pd
+
+        cached, through = self._cache.get(name, (None, 0))
+        if self.path is not None and self.path.is_dir():
+            before = self._raw_rows.get(name, 0)
+            table, last = store.read_table(self.path, name, through, self._confirmed(), before)
+            if table is not None:
+                self._raw_rows[name] = before + table.num_rows
+                fresh = store.table_to_frame(name, self._select(name, table))
+                cached = fresh if cached is None else pd.concat([cached, fresh], ignore_index=True)
+                self._cache[name] = (cached, last)
+                through = last
+        with self._lock:
+            unsaved = [rows[name] for seq, rows in sorted(self._inflight.items()) if seq > through and rows[name]]
+        if self._pending[name]:
+            unsaved.append(self._pending[name])
+        pieces = [store.table_to_frame(name, store.rows_to_table(name, rows)) for rows in unsaved]
+        if self.path is None and pieces:  # in memory: absorb, so each access converts only new rows
+            cached = pd.concat([c for c in (cached, *pieces) if c is not None], ignore_index=True)
+            self._cache[name] = (cached, 0)
+            self._pending[name] = []
+            pieces = []
+        parts = [c for c in (cached, *pieces) if c is not None and len(c)]
+        if not parts:
+            return store._empty(name)
+        return store._ordered(name, pd.concat(parts, ignore_index=True)) if len(parts) > 1 else parts[0]
+
+    def _confirmed(self) -> int | None:
+        """The last flush whose rows every frame holds (``config.json`` is written after the parts);
+        for a run loaded from disk, the one it was loaded or last refreshed at (a consistent snapshot)."""
+        with self._lock:
+            return self._committed
+
+    def refresh(self) -> RunLog:
+        """Move a loaded run on to what its writer has flushed since (status, progress, new rows).
+
+        Frames read afterwards add only the new parts. A no-op for a run this object writes.
+        """
+        if self._own or self.path is None:
+            return self
+        from cskd_viz.runs.loading import _read_meta
+
+        meta = _read_meta(self.path)
+        if meta.get("created") != self.created:  # another run now lives at this path: start over
+            self._cache.clear()
+            self._raw_rows.clear()
+            self.config, self.created = meta["config"], meta.get("created", self.created)
+        self.status, self.updated = meta["status"], meta.get("updated", self.updated)
+        progress = meta.get("progress") or {}
+        self.progress = {key: int(progress.get(key, 0)) for key in ("step", "epoch")}
+        with self._lock:
+            self._committed = meta.get("flushed", self._committed)
+        return self
+
+    def _select(self, name: str, table: Any) -> Any:
+        """Rows of the steps chosen at :func:`load_run` (``steps=``/``every=``); all of them by default."""
+        mask = self._step_mask(name, table.column("step").to_numpy())
+        if mask is None:
+            return table
+        import pyarrow as pa
+
+        return table.filter(pa.array(mask))
+
+    def _select_frame(self, name: str, df: pd.DataFrame) -> pd.DataFrame:
+        mask = self._step_mask(name, df["step"].to_numpy())
+        return df if mask is None else df[mask].reset_index(drop=True)
+
+    def _step_mask(self, name: str, step: np.ndarray) -> np.ndarray | None:
+        window, every = self._selection
+        if name not in STEP_FRAMES or (window is None and every is None):
+            return None
+        keep = np.ones(len(step), dtype=bool)
+        if window is not None:
+            if window.start is not None:
+                keep &= step >= window.start
+            if window.stop is not None:
+                keep &= step < window.stop
+        if every is not None:
+            keep &= np.isin(step, np.unique(step[keep])[::every])
+        return keep
+
+    # ------------------------------------------------------------------ recording
+    def log_step(self, record: StepRecord) -> None:
+        """Append one logged step to ``steps``, ``class_cosine``, ``temperatures``, ``temperature_hist``."""
+        if not isinstance(record, StepRecord):
+            raise TypeError(f"record must be a StepRecord, got {type(record).__name__}")
+        step, epoch = _index(record.step, "step"), _index(record.epoch, "epoch")
+        if record.class_cosine is not None:
+            cosines = [float(c) for c in record.class_cosine]
+            self._check_width("class_cosine", len(cosines))
+        row = {"step": step, "epoch": epoch, **{key: _number(value, key) for key, value in record.metrics.items()}}
+        self._pending["steps"].append(row)
+        if record.class_cosine is not None:
+            self._pending["class_cosine"].append((step, cosines))
+        if record.temperature_stats is not None:
+            stats = {key: _number(value, key) for key, value in record.temperature_stats.items()}
+            self._pending["temperatures"].append({"step": step, **stats})
+        if record.temperature_hist is not None:
+            lefts, rights, counts = (list(column) for column in zip(*record.temperature_hist, strict=True))
+            self._pending["temperature_hist"].append((step, lefts, rights, [int(c) for c in counts]))
+        if step >= self.progress["step"]:  # a record computed late never moves progress back
+            self.progress = {"step": step, "epoch": epoch}
+
+    def _check_width(self, frame: str, width: int) -> None:
+        known = self._widths.setdefault(frame, width)
+        if width != known:
+            raise ValueError(f"record.class_cosine has {width} classes, earlier records had {known}")
+
+    def log_eval(self, record: EvalRecord) -> None:
+        """Append one evaluation to ``evals``."""
+        if not isinstance(record, EvalRecord):
+            raise TypeError(f"record must be an EvalRecord, got {type(record).__name__}")
+        step, epoch = _index(record.step, "step"), _index(record.epoch, "epoch")
+        metrics = {key: _number(value, key) for key, value in record.metrics.items()}
+        self._pending["evals"].append({"epoch": epoch, "step": step, "split": str(record.split), **metrics})
+        self.set_progress(step, epoch)
+
+    def set_progress(self, step: int, epoch: int) -> None:
+        """Record how far training got (written to ``config.json`` on the next flush)."""
+        self.progress = {"step": _index(step, "step"), "epoch": _index(epoch, "epoch")}
+
+    # ------------------------------------------------------------------ disk
+    def _meta(self, flushed: int) -> dict[str, Any]:
+        self.updated = _now()
+        return {
+            "format": FORMAT,
+            "schema_version": self.schema_version,
+            "flushed": flushed,
+            "status": self.status,
+            "progress": dict(self.progress),
+            "created": self.created,
+            "updated": self.updated,
+            "config": _json_safe(self.config),
+        }
+
+    def flush(self, background: bool = False) -> None:
+        """Write the rows logged since the last flush as new parts, then ``config.json`` (no-op in memory).
+
+        Args:
+            background: hand the rows to a background thread and return (a bounded queue: when it is
+                full this waits); writes keep their order, and a later synchronous flush, ``wait()`` or
+                ``finish()`` re-raises an error one of them met (its rows are written again next time).
+        """
+        if self.path is None:
+            return
+        if self.schema_version != SCHEMA_VERSION:
+            raise RunLogError(f"{self.path} is a schema-{self.schema_version} run: it is read-only")
+        self._check_writer()
+        self._seq += 1
+        rows, self._pending = self._pending, {name: [] for name in FRAMES}
+        job = (self._seq, rows, self._meta(self._seq))
+        with self._lock:
+            self._inflight[self._seq] = rows
+        if background:
+            if self._writer is None:
+                self._writer = store.PartWriter(self._write_job)
+            self._writer.submit(job)
+            return
+        self.wait()
+        try:
+            self._write_job(job)
+        except BaseException:
+            self._restore_failed()
+            raise
+
+    def _write_job(self, job: tuple[int, dict[str, list], dict]) -> None:
+        """Write one flush: each frame's part, then ``config.json``; undo the parts if anything fails."""
+        import pyarrow.parquet as pq
+
+        seq, rows, meta = job
+        written: list[Path] = []
+        try:
+            for name, frame_rows in rows.items():
+                if frame_rows:
+                    table = store.rows_to_table(name, frame_rows)
+                    target = store.part_path(self.path, name, seq)
+                    self.bytes_written += store.atomic_write(target, lambda tmp, t=table: pq.write_table(t, tmp))
+                    written.append(target)
+            text = (json.dumps(meta, indent=2) + "\n").encode()
+            self.bytes_written += store.atomic_write(self.path / CONFIG_FILE, lambda tmp, b=text: tmp.write_bytes(b))
+        except BaseException:
+            for target in written:  # a failed flush leaves no part behind: its rows are written again later
+                target.unlink(missing_ok=True)
+            raise
+        with self._lock:
+            self._inflight.pop(seq, None)
+            self._committed = seq
+
+    def _restore_failed(self) -> None:
+        """Put the rows of flushes that did not reach the disk back in front of the pending rows."""
+        with self._lock:
+            failed, self._inflight = self._inflight, {}
+        for seq in sorted(failed, reverse=True):
+            for name, rows in failed[seq].items():
+                self._pending[name][:0] = rows
+
+    def wait(self) -> None:
+        """Wait until background writes are on disk; re-raise an error one of them met."""
+        if self._writer is not None:
+            self._writer.wait()
+        self._check_writer()
+
+    def _check_writer(self) -> None:
+        if self._writer is not None and self._writer.error is not None:
+            self._writer.wait()
+            error, self._writer.error = self._writer.error, None
+            self._restore_failed()
+            raise error
+
+    def finish(self, status: str = "finished") -> None:
+        """Write the last rows and compact every frame into one file, then the final status.
+
+        The rows logged since the last flush go straight into the compacted files (no last part to
+        write and read back). The status goes last, so a run killed while compacting still says
+        ``running``: a reader never sees ``finished`` before every row is in place.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        try:
+            if self.path is None:
+                self.status = status
+                return
+            if self.schema_version != SCHEMA_VERSION:
+                raise RunLogError(f"{self.path} is a schema-{self.schema_version} run: it is read-only")
+            self.wait()
+            rows, self._pending = self._pending, {name: [] for name in FRAMES}
+            final = self._seq + 1 if any(rows.values()) else self._committed
+            try:
+                obsolete = store.compact(self.path, self._committed, rows, final)
+                self._seq = max(self._seq, final)
+                with self._lock:
+                    self._committed = final
+                self.status = status
+                self._write_meta()
+            except BaseException:
+                for name, frame_rows in rows.items():
+                    self._pending[name][:0] = frame_rows
+                raise
+            store.remove(obsolete)
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+
+    def _write_meta(self) -> None:
+        text = (json.dumps(self._meta(self._committed), indent=2) + "\n").encode()
+        self.bytes_written += store.atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_bytes(text))
+
+    def compact(self) -> None:
+        """Merge each frame's parts into one file (a crash at any moment leaves a run that loads)."""
+        if self.path is None or self.schema_version != SCHEMA_VERSION:
+            return
+        self.wait()
+        store.remove(store.compact(self.path, upto=self._confirmed()))
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        """One row of :func:`compare_runs`: final/best test accuracy, agreement, ``d(T)``, steps, status."""
+        return _summary(self.config, self.status, self.progress, self.evals, self.path)
+
+    def __repr__(self) -> str:
+        where = f", path={str(self.path)!r}" if self.path is not None else ""
+        return f"RunLog(name={self.name!r}, status={self.status!r}, steps={self.progress['step']}{where})"
+
+
+def _index(value: Any, name: str) -> int:
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"record.{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _number(value: Any, name: str) -> float | None:
+    """A record value as a plain float (numpy and torch scalars too); ``None`` stays missing."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    return float(value)

@@ -1,0 +1,352 @@
+"""The files of a run (schema 2): append-only Parquet parts per frame, compacted at the end.
+
+Each frame is a directory of Parquet files. ``<frame>/part-<seq>.parquet`` holds the rows one
+flush added (``seq`` counts flushes from 1); each is written to a temporary name and moved into
+place, so a reader sees whole parts only. ``<frame>/compacted-<N>.parquet`` holds the rows of
+flushes ``1..N``. ``config.json``'s ``flushed`` says which flushes count: readers take the newest
+compaction within it and the parts after that. A compaction writes its files for every frame, then
+``config.json``, then deletes what they replace, so a kill at any moment leaves a run whose frames
+agree, with no row twice. A finished run holds one file per frame directory, which any Parquet
+reader reads as is (``pyarrow.parquet.read_table("run/steps")``, DuckDB's ``'run/steps/*.parquet'``). Compaction writes the new file, moves
+it into place, then deletes the parts it covers: a crash at any moment leaves a run that reads the
+same rows, none twice. Layouts: ``steps``, ``temperatures``, ``evals`` are flat; ``class_cosine``
+is one row per step with a fixed-size list of ``C`` float32 cosines; ``temperature_hist`` is one
+row per step with three lists (``bin_left``, ``bin_right``, ``count``). The tidy long frames of
+:mod:`cskd_viz.runs` are made on reading. See ``docs/run_format.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cskd_viz.runs.records import FRAMES, RunLogError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+_PART = re.compile(r"^part-(?P<seq>\d{6,})\.parquet$")
+_COMPACTED = re.compile(r"^compacted-(?P<seq>\d{6,})\.parquet$")
+_FLOAT = "float64"
+
+
+def _pa():
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa, pq
+
+
+def part_path(directory: Path, frame: str, seq: int) -> Path:
+    """Where flush ``seq`` writes ``frame``'s rows (the frame's directory is created on first use)."""
+    folder = directory / frame
+    folder.mkdir(exist_ok=True)
+    return folder / f"part-{seq:06d}.parquet"
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> int:
+    """Write ``path`` through a temporary file in the same directory and ``os.replace``; its size."""
+    tmp = _tmp_path(path)
+    try:
+        write(tmp)
+        size = tmp.stat().st_size
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size
+
+
+# ----------------------------------------------------------------------------- rows -> Arrow
+
+
+def _flat_table(rows: list[dict], int_columns: Sequence[str], str_columns: Sequence[str] = ()) -> pa.Table:
+    pa, _ = _pa()
+    columns: dict[str, list] = {}
+    for i, row in enumerate(rows):
+        for key in row:
+            if key not in columns:
+                columns[key] = [None] * i
+        for key, values in columns.items():
+            values.append(row.get(key))
+    arrays, names = [], []
+    for key, values in columns.items():
+        if key in int_columns:
+            arrays.append(pa.array(values, type=pa.int64()))
+        elif key in str_columns:
+            arrays.append(pa.array([None if v is None else str(v) for v in values], type=pa.string()))
+        else:
+            floats = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+            arrays.append(pa.array(floats))
+        names.append(key)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def rows_to_table(frame: str, rows: list) -> pa.Table:
+    """The Arrow table of one frame's pending rows (see the module docstring for the layouts)."""
+    pa, _ = _pa()
+    if frame == "class_cosine":
+        steps = [step for step, _ in rows]
+        values = np.asarray([cosines for _, cosines in rows], dtype=np.float32)
+        width = values.shape[1] if values.ndim == 2 else 0
+        cosine = pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), width)
+        return pa.Table.from_arrays([pa.array(steps, type=pa.int64()), cosine], names=["step", "cosine"])
+    if frame == "temperature_hist":
+        columns = list(zip(*rows, strict=True))
+        arrays = [
+            pa.array(columns[0], type=pa.int64()),
+            pa.array(columns[1], type=pa.list_(pa.float64())),
+            pa.array(columns[2], type=pa.list_(pa.float64())),
+            pa.array(columns[3], type=pa.list_(pa.int64())),
+        ]
+        return pa.Table.from_arrays(arrays, names=["step", "bin_left", "bin_right", "count"])
+    int_columns = ("step", "epoch")
+    return _flat_table(rows, int_columns, ("split",) if frame == "evals" else ())
+
+
+# ----------------------------------------------------------------------------- Arrow -> tidy frames
+
+
+def table_to_frame(frame: str, table: pa.Table | None) -> pd.DataFrame:
+    """The tidy pandas frame of :data:`~cskd_viz.runs.FRAMES` from a stored table (``None``: empty)."""
+    import pandas as pd
+
+    columns = FRAMES[frame]
+    if table is None or table.num_rows == 0:
+        return _empty(frame)
+    if frame == "class_cosine":
+        steps = table.column("step").to_numpy()
+        flat = table.column("cosine").combine_chunks()
+        width = flat.type.list_size
+        cosine = flat.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, width)
+        return pd.DataFrame(
+            {
+                "step": np.repeat(steps, width),
+                "class": np.tile(np.arange(width, dtype=np.int64), len(steps)),
+                "cosine": cosine.reshape(-1),
+            }
+        )
+    if frame == "temperature_hist":
+        sizes = np.asarray(table.column("count").combine_chunks().value_lengths())
+        out = {"step": np.repeat(table.column("step").to_numpy(), sizes)}
+        for name in ("bin_left", "bin_right", "count"):
+            out[name] = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return pd.DataFrame(out).astype({"count": "int64"})
+    df = table.to_pandas()
+    for column in columns:
+        if column not in df.columns:
+            df[column] = pd.Series(dtype=_dtype(column), index=df.index)
+    return _ordered(frame, df)
+
+
+def _dtype(column: str) -> str:
+    if column in ("step", "epoch", "class", "count"):
+        return "int64"
+    return "object" if column == "split" else _FLOAT
+
+
+def _empty(frame: str, extra: Sequence[str] = ()) -> pd.DataFrame:
+    import pandas as pd
+
+    names = [*FRAMES[frame], *(c for c in extra if c not in FRAMES[frame])]
+    return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in names})
+
+
+def _ordered(frame: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Columns in schema order; for ``steps`` the ``loss_*`` terms right after ``loss``."""
+    base = list(FRAMES[frame])
+    extra = [c for c in df.columns if c not in base]
+    if frame == "steps":
+        terms = [c for c in extra if c.startswith("loss_")]
+        rest = [c for c in extra if not c.startswith("loss_")]
+        order = [*base[:3], *terms, *base[3:], *rest]
+    else:
+        order = [*base, *extra]
+    df = df[order]
+    for column in df.columns:
+        dtype = _dtype(column) if column in FRAMES[frame] or column.startswith("loss_") else None
+        if dtype and dtype != "object" and str(df[column].dtype) != dtype:
+            df = df.astype({column: dtype})
+    return df
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _read_table(path: Path) -> pa.Table:
+    pa, pq = _pa()
+    try:
+        with pq.ParquetFile(path) as handle:  # one file: cheaper than read_table's dataset machinery
+            return handle.read()
+    except FileNotFoundError:
+        raise
+    except (OSError, pa.ArrowException, ValueError) as err:
+        raise RunLogError(f"{path} is corrupt: cannot read it as Parquet ({str(err).strip()[:200]})") from None
+
+
+def part_files(directory: Path, frame: str) -> list[tuple[int, Path]]:
+    """``(seq, path)`` of the frame's parts, in order."""
+    folder = directory / frame
+    if not folder.is_dir():
+        return []
+    found = []
+    for entry in os.scandir(folder):
+        match = _PART.match(entry.name)
+        if match:
+            found.append((int(match["seq"]), Path(entry.path)))
+    return sorted(found)
+
+
+def read_table(
+    directory: Path, frame: str, after: int = 0, upto: int | None = None, rows_before: int = 0
+) -> tuple[pa.Table | None, int]:
+    """The stored rows of ``frame`` in parts ``after < seq <= upto``, and the last part number read.
+
+    ``upto`` is the last flush ``config.json`` confirms: the parts of a flush killed half-way are
+    never read, so the frames of a run always agree. ``rows_before`` is how many rows the parts up
+    to ``after`` held: when a compaction has merged them since, those rows are skipped in the
+    compacted file. Retries when a compaction replaces files while it reads.
+    """
+    for _ in range(5):
+        try:
+            return _read_once(directory, frame, after, upto, rows_before)
+        except FileNotFoundError:  # a concurrent compaction deleted a part we listed: read again
+            continue
+    return _read_once(directory, frame, after, upto, rows_before)
+
+
+def _compacted_files(directory: Path, frame: str) -> list[tuple[int, Path]]:
+    folder = directory / frame
+    if not folder.is_dir():
+        return []
+    found = [(int(m["seq"]), Path(e.path)) for e in os.scandir(folder) if (m := _COMPACTED.match(e.name))]
+    return sorted(found)
+
+
+def _read_once(directory: Path, frame: str, after: int, upto: int | None, rows_before: int):
+    pa, _ = _pa()
+    tables, through = [], after
+    usable = [(seq, path) for seq, path in _compacted_files(directory, frame) if upto is None or seq <= upto]
+    if usable and usable[-1][0] > after:  # it holds flushes 1..seq, in order: skip the rows already read
+        seq, path = usable[-1]
+        tables.append(_read_table(path).slice(rows_before if after else 0))
+        through = seq
+    for seq, path in part_files(directory, frame):
+        if seq > through and (upto is None or seq <= upto):
+            tables.append(_read_table(path))
+            through = seq
+    if not tables:
+        return None, through
+    return pa.concat_tables(tables, promote_options="default"), through
+
+
+# ----------------------------------------------------------------------------- compaction
+
+
+def compact(directory: Path, upto: int | None, extra: dict[str, list] | None = None, final: int | None = None):
+    """Write ``<frame>/compacted-<final>.parquet`` for every frame: its flushes through ``upto`` plus
+    ``extra`` rows not yet written (flush ``final``). Returns the files this makes obsolete: delete
+    them (:func:`remove`) once ``config.json`` says ``flushed = final``, not before."""
+    _, pq = _pa()
+    if final is None:
+        final = upto if upto is not None else max((s for f in FRAMES for s, _ in part_files(directory, f)), default=0)
+    obsolete: list[Path] = []
+    for frame in FRAMES:
+        parts = [(seq, path) for seq, path in part_files(directory, frame) if upto is None or seq <= upto]
+        older = [(seq, path) for seq, path in _compacted_files(directory, frame) if seq < final]
+        rows = (extra or {}).get(frame) or []
+        if not parts and not rows and len(older) <= 1:  # nothing new: its file (if any) stays valid
+            continue
+        table, _ = read_table(directory, frame, upto=upto)
+        if rows:
+            pa, _ = _pa()
+            new = rows_to_table(frame, rows)
+            table = new if table is None else pa.concat_tables([table, new], promote_options="default")
+        if table is None:
+            continue
+        folder = directory / frame
+        folder.mkdir(exist_ok=True)
+        atomic_write(folder / f"compacted-{final:06d}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
+        obsolete += [path for _, path in parts] + [path for _, path in older]
+    return obsolete
+
+
+def remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- the writer thread
+
+
+class PartWriter:
+    """A daemon thread writing flushes (parts, then ``config.json``) in order, through a bounded queue.
+
+    ``submit`` blocks while ``capacity`` flushes wait: a slow disk slows the loop a little instead
+    of growing memory. The first error stops later writes and is re-raised by ``check``/``wait``.
+    """
+
+    def __init__(self, write: Callable[[Any], None], capacity: int = 4) -> None:
+        self.error: BaseException | None = None
+        self._write = write
+        self._queue: queue.Queue = queue.Queue(capacity)
+        self._thread = threading.Thread(target=self._run, name="cskd_viz-runlog-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                if self.error is None:
+                    self._write(job)
+            except BaseException as err:  # noqa: BLE001 - handed to the training thread
+                self.error = err
+            finally:
+                self._queue.task_done()
+
+    def submit(self, job: Any) -> None:
+        self._queue.put(job)
+
+    def wait(self) -> None:
+        self._queue.join()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+
+# ----------------------------------------------------------------------------- schema 1 (CSV), read-only
+
+
+def read_csv_frame(directory: Path, frame: str) -> pd.DataFrame:
+    """A frame of a schema-1 run (one CSV file per frame), with its columns checked."""
+    import pandas as pd
+
+    file = directory / f"{frame}.csv"
+    if not file.is_file():
+        raise RunLogError(f"{file} is missing (the run directory {directory} is incomplete)")
+    try:
+        df = pd.read_csv(file, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
+        raise RunLogError(f"{file} is corrupt: cannot parse CSV ({str(err).strip()})") from None
+    missing = [c for c in FRAMES[frame] if c not in df.columns]
+    if missing:
+        raise RunLogError(f"{file} is corrupt: missing column(s) {missing}")
+    try:
+        return _ordered(frame, df)
+    except (ValueError, TypeError) as err:
+        raise RunLogError(f"{file} is corrupt: a column has values of the wrong type ({err})") from None
