@@ -43,7 +43,7 @@ def _trainer_overhead(quick: bool) -> list[dict]:
 
     rows = []
     for student, teacher in trainer_overhead.PAIRS:
-        r = trainer_overhead.measure(student, teacher, epochs=1 if quick else 10, repeats=2 if quick else 11)
+        r = trainer_overhead.measure(student, teacher, epochs=1 if quick else 30, repeats=2 if quick else 7)
         rows.append(
             _dict_row(
                 f"trainer overhead: distill (diagnostics every 10 steps) vs bare loop, {r['pair']}, steps/s",
@@ -61,13 +61,13 @@ def _trainer_overhead(quick: bool) -> list[dict]:
 def _diagnostics_overhead(quick: bool) -> list[dict]:
     from benchmarks import diagnostics_overhead
 
-    return [r.row() for r in diagnostics_overhead.run(epochs=1 if quick else 6, repeats=2 if quick else 11)]
+    return [r.row() for r in diagnostics_overhead.run(epochs=1 if quick else 15, repeats=2 if quick else 7)]
 
 
 def _monitor_overhead(quick: bool) -> list[dict]:
     from benchmarks import monitor_overhead
 
-    return [r.row() for r in monitor_overhead.run(epochs=1 if quick else 10, repeats=2 if quick else 11)]
+    return [r.row() for r in monitor_overhead.run(epochs=1 if quick else 30, repeats=2 if quick else 7)]
 
 
 def _runlog_scale(quick: bool) -> list[dict]:

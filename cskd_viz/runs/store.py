@@ -7,9 +7,8 @@ flushes ``1..N``. ``config.json``'s ``flushed`` says which flushes count: reader
 compaction within it and the parts after that. A compaction writes its files for every frame, then
 ``config.json``, then deletes what they replace, so a kill at any moment leaves a run whose frames
 agree, with no row twice. A finished run holds one file per frame directory, which any Parquet
-reader reads as is (``pyarrow.parquet.read_table("run/steps")``, DuckDB's ``'run/steps/*.parquet'``). Compaction writes the new file, moves
-it into place, then deletes the parts it covers: a crash at any moment leaves a run that reads the
-same rows, none twice. Layouts: ``steps``, ``temperatures``, ``evals`` are flat; ``class_cosine``
+reader reads as is (``pyarrow.parquet.read_table("run/steps")``, DuckDB's
+``'run/steps/*.parquet'``). Layouts: ``steps``, ``temperatures``, ``evals`` are flat; ``class_cosine``
 is one row per step with a fixed-size list of ``C`` float32 cosines; ``temperature_hist`` is one
 row per step with three lists (``bin_left``, ``bin_right``, ``count``). The tidy long frames of
 :mod:`cskd_viz.runs` are made on reading. See ``docs/run_format.md``.
@@ -48,7 +47,8 @@ def _pa():
 def part_path(directory: Path, frame: str, seq: int) -> Path:
     """Where flush ``seq`` writes ``frame``'s rows (the frame's directory is created on first use)."""
     folder = directory / frame
-    folder.mkdir(exist_ok=True)
+    if not folder.is_dir():  # a stat is cheaper than mkdir(exist_ok=True), which fails and catches
+        folder.mkdir(exist_ok=True)
     return folder / f"part-{seq:06d}.parquet"
 
 
@@ -277,7 +277,8 @@ def compact(directory: Path, upto: int | None, extra: dict[str, list] | None = N
         if table is None:
             continue
         folder = directory / frame
-        folder.mkdir(exist_ok=True)
+        if not folder.is_dir():
+            folder.mkdir(exist_ok=True)
         atomic_write(folder / f"compacted-{final:06d}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
         obsolete += [path for _, path in parts] + [path for _, path in older]
     return obsolete
