@@ -99,7 +99,10 @@ def _named_losses(losses: Any) -> tuple[list[str], list[Any]]:
     for key, value in losses.items():
         if not isinstance(key, str) or not key:
             raise ValueError(f"losses keys must be non-empty strings, got {key!r}")
-        names.append(key if key == "loss" or key.startswith("loss_") else f"loss_{key}")
+        name = key if key == "loss" or key.startswith("loss_") else f"loss_{key}"
+        if value is None:
+            raise TypeError(f"losses[{name!r}] must be a number or a scalar tensor, got None")
+        names.append(name)
         values.append(value)
     if "loss" not in names:  # the total defaults to the sum of the terms
         names.insert(0, "loss")
@@ -258,12 +261,13 @@ class Monitor:
             raise TypeError(f"step must be an int, got {type(step).__name__}")
         if step <= self._last_step:
             raise ValueError(f"step must increase: got step {step} after step {self._last_step}")
-        self._last_step = step
         if epoch is not None:
             self._epoch = self._checked_epoch(epoch)
         if not self.will_log(step):
+            self._last_step = step
             return
         raw = self._capture(step, student_logits, teacher_logits, targets, losses, temperatures, lr)
+        self._last_step = step  # a refused step can be logged again
         if self.world > 1:  # a collective, in step order on every rank
             raw.counts, raw.losses = self._reduced(counts_of(raw), raw.losses)
         self._pending.append(raw)
@@ -320,6 +324,11 @@ class Monitor:
         loss_values = _loss_values(names, values)
         student, teacher = host_logits(student_logits, teacher_logits)
         labels = np.array(targets.detach().cpu().numpy(), dtype=np.int64) if targets is not None else None
+        if labels is not None and labels.size and not (0 <= labels.min() and labels.max() < self.num_classes):
+            raise ValueError(
+                f"targets must be class indices in [0, {self.num_classes}) (num_classes), "
+                f"got values from {labels.min()} to {labels.max()}"
+            )
         temps = host_temperatures(temperatures, student.shape[0]) if temperatures is not None else None
         lr = _NAN if lr is None else float(lr)
         elapsed = time.perf_counter() - self._start
@@ -329,8 +338,8 @@ class Monitor:
         """Compute the records of the pending steps and hand them to the run log."""
         if not self._pending:
             return
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        records = summarise(pending, self.temperature, self.t_low, self.t_high, HIST_BINS)
+        records = summarise(self._pending, self.temperature, self.t_low, self.t_high, HIST_BINS)
+        self._pending, self._pending_bytes = [], 0  # only once their records exist
         if self.rank == 0:
             for record in records:
                 self.run_log.log_step(record)
@@ -365,6 +374,13 @@ class Monitor:
         if targets is None:
             raise ValueError("targets are required for an evaluation (accuracy and CE loss)")
         self._check_logits(student_logits, teacher_logits, targets)
+        if targets.numel():
+            low, high = torch.aminmax(targets.detach())
+            if not (0 <= int(low) and int(high) < self.num_classes):
+                raise ValueError(
+                    f"targets must be class indices in [0, {self.num_classes}) (num_classes), "
+                    f"got values from {int(low)} to {int(high)}"
+                )
         self._eval.update(student_logits, teacher_logits, targets)
 
     def log_eval(

@@ -292,3 +292,24 @@ def test_docs_own_loop_example_runs_as_written(tmp_path, monkeypatch):
     log = load_run(tmp_path / "runs" / "own-loop")
     assert log.status == "finished" and len(log.evals) == 2 and log.steps["step"].iloc[-1] >= 40
     assert log.temperatures["q50"].between(2.0, 6.0).all()
+
+
+def test_a_none_loss_is_refused_at_once_and_loses_nothing(tmp_path):
+    monitor = Monitor(tmp_path / "run", C, log_every=1, flush_interval_s=3600)
+    s, t, y = _batch(20)
+    for step in range(1, 4):
+        monitor.log_step(step, s, t, y, losses={"ce": 1.0})
+    with pytest.raises(TypeError, match=r"losses\['loss_kd'\] must be a number"):
+        monitor.log_step(4, s, t, y, losses={"ce": 1.0, "kd": None})
+    monitor.log_step(4, s, t, y, losses={"ce": 1.0})  # the refused step can be logged again
+    monitor.close()
+    assert load_run(tmp_path / "run").steps["step"].tolist() == [1, 2, 3, 4]
+
+
+def test_out_of_range_targets_name_num_classes():
+    s, t, y = _batch(21)
+    monitor = Monitor(None, C, log_every=1)
+    with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 5\)"):
+        monitor.log_step(1, s, t, torch.full_like(y, 7))
+    with pytest.raises(ValueError, match=r"targets must be class indices in \[0, 5\)"):
+        monitor.log_eval(0, s, t, torch.full_like(y, -1))

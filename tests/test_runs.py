@@ -374,3 +374,100 @@ def test_a_finished_run_reads_with_plain_pyarrow_as_documented(good_run):
     flat = [value for row in cosine["cosine"] for value in row]
     assert flat == pytest.approx(log.class_cosine["cosine"].tolist())
     assert 'pq.read_table("runs/my_run/steps")' in (Path(__file__).parents[1] / "docs" / "run_format.md").read_text()
+
+
+# ----------------------------------------------------------------------------- found by an adversarial review
+
+
+@pytest.mark.parametrize(
+    "record, error, match",
+    [
+        (StepRecord(1, 0, {"loss": 1.0}, class_cosine=[]), ValueError, r"record\.class_cosine is empty"),
+        (StepRecord(1, 0, {"loss": 1.0}, [0.5], temperature_hist=[]), ValueError, r"temperature_hist is empty"),
+        (StepRecord(1, 0, {"loss": 1.0}, [0.5], {"q05": "x"}), TypeError, r"temperature_stats\['q05'\]"),
+        (StepRecord(3, 0, {"step": 7.0, "loss": 1.0}), ValueError, "has the key 'step'"),
+        (StepRecord(1, 0, {"loss": "high"}), TypeError, r"record\.metrics\['loss'\] must be a number"),
+    ],
+)
+def test_a_refused_record_leaves_no_trace(tmp_path, record, error, match):
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    with pytest.raises(error, match=match):
+        log.log_step(record)
+    log.log_step(_step(2))
+    log.finish()
+    loaded = load_run(tmp_path / "r")
+    assert loaded.steps["step"].tolist() == [2] and loaded.class_cosine["step"].unique().tolist() == [2]
+
+
+def test_a_failed_finish_leaves_no_compacted_file_and_loses_nothing(tmp_path, monkeypatch):
+    from cskd_viz.runs import store
+
+    log = _filled(tmp_path / "r")
+    log.flush()
+    log.log_step(_step(30, 2))
+    log.log_eval(_eval(2, 30, 0.95))
+    real = store.atomic_write
+
+    def failing_for_evals(path, write):
+        if path.parent.name == "evals" and path.name.startswith("compacted"):
+            raise OSError("disk full")
+        return real(path, write)
+
+    monkeypatch.setattr(store, "atomic_write", failing_for_evals)
+    with pytest.raises(OSError, match="disk full"):
+        log.finish()
+    monkeypatch.undo()
+    assert not list((tmp_path / "r").glob("*/compacted-*.parquet"))
+    log.log_step(_step(40, 3))
+    log.log_eval(_eval(3, 40, 0.96))
+    log.flush()
+    log.finish()
+    loaded = load_run(tmp_path / "r")
+    assert loaded.steps["step"].tolist() == [1, 10, 11, 20, 30, 40]
+    assert loaded.evals["step"].tolist() == [10, 20, 30, 40] and loaded.status == "finished"
+
+
+def test_every_uses_one_grid_for_all_frames(tmp_path):
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    for step in range(1, 11):
+        log.log_step(StepRecord(step, 0, {"loss": 1.0}, [0.5, 0.6] if step % 2 == 0 else None))
+    log.finish()
+    picked = load_run(tmp_path / "r", every=2)
+    assert picked.steps["step"].tolist() == [1, 3, 5, 7, 9]
+    assert picked.class_cosine["step"].unique().tolist() == []  # the even steps are not on the grid
+    assert load_run(tmp_path / "r", every=3).class_cosine["step"].unique().tolist() == [4, 10]
+
+
+def test_the_writer_sees_every_row_while_background_flushes_run(tmp_path):
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    for step in range(1, 201):
+        log.log_step(StepRecord(step, 0, {"loss": 1.0}))
+        log.flush(background=True)
+        assert len(log.steps) == step
+    log.finish()
+
+
+def test_refresh_notices_a_new_run_at_the_same_path(tmp_path):
+    first = RunLog({"name": "first", "method": "ce"}, path=tmp_path / "r")
+    first.log_step(_step(1))
+    first.finish()
+    reader = load_run(tmp_path / "r")
+    assert reader.steps["step"].tolist() == [1]
+    shutil.rmtree(tmp_path / "r")
+    second = RunLog({"name": "second", "method": "ce"}, path=tmp_path / "r")  # within the same second
+    second.log_step(_step(10))
+    second.flush()
+    reader.refresh()
+    assert reader.name == "second" and reader.steps["step"].tolist() == [10]
+
+
+def test_malformed_flushed_and_steps_selections_are_clear_errors(good_run):
+    meta = json.loads((good_run / "config.json").read_text())
+    with pytest.raises(ValueError, match=r"steps must be slice\(start, stop\)"):
+        load_run(good_run, steps=slice(1, 10, 3))
+    with pytest.raises(ValueError, match=r"steps must be slice\(start, stop\)"):
+        load_run(good_run, steps=slice("a", None))
+    meta["flushed"] = "1"
+    (good_run / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(RunLogError, match="malformed flushed"):
+        load_run(good_run)

@@ -51,6 +51,9 @@ def _read_meta(path: Path) -> dict:
         raise RunLogError(f"{config_file} has an unknown status {meta.get('status')!r}; expected one of {STATUSES}")
     if not isinstance(meta.get("config"), dict):
         raise RunLogError(f'{config_file} has no "config" object')
+    flushed = meta.get("flushed")
+    if flushed is not None and (isinstance(flushed, bool) or not isinstance(flushed, int) or flushed < 0):
+        raise RunLogError(f"{config_file} has a malformed flushed: {flushed!r} (a non-negative int)")
     return meta
 
 
@@ -92,6 +95,11 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
     path = Path(path)
     if not isinstance(steps, (slice, type(None))):
         raise TypeError(f"steps must be a slice of step numbers or None, got {type(steps).__name__}")
+    if steps is not None:
+        bounds = (steps.start, steps.stop)
+        bounds_ok = all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds)
+        if steps.step is not None or not bounds_ok:
+            raise ValueError(f"steps must be slice(start, stop) of step numbers (ints or None), got {steps!r}")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise ValueError(f"every must be a positive int or None, got {every!r}")
     meta = _read_meta(path)
@@ -105,6 +113,7 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
     log._selection = (steps, every)
     log._own = False
     log._committed = meta.get("flushed")  # None: a run of before "flushed" existed, read every part
+    log.run_id = meta.get("run_id")
     if log.schema_version == 1:  # the CSV layout: read-only, read now (small runs)
         for name in FRAMES:
             log._cache[name] = (log._select_frame(name, store.read_csv_frame(path, name)), 10**18)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +65,7 @@ class RunLog:
         self.path: Path | None = Path(path) if path is not None else None
         self.progress: dict[str, int] = {"step": 0, "epoch": 0}
         self.created = self.updated = _now()
+        self.run_id = uuid.uuid4().hex  # tells this run from a later one at the same path
         self.schema_version = SCHEMA_VERSION
         self.bytes_written = 0
         self._pending: dict[str, list] = {name: [] for name in FRAMES}
@@ -123,17 +125,19 @@ class RunLog:
         import pandas as pd
 
         cached, through = self._cache.get(name, (None, 0))
+        with self._lock:  # what is on disk and what is still in flight, as one snapshot
+            upto = self._committed
+            flying = {seq: rows[name] for seq, rows in self._inflight.items() if rows[name]}
         if self.path is not None and self.path.is_dir():
             before = self._raw_rows.get(name, 0)
-            table, last = store.read_table(self.path, name, through, self._confirmed(), before)
+            table, last = self._read_new(name, through, upto, before)
             if table is not None:
                 self._raw_rows[name] = before + table.num_rows
                 fresh = store.table_to_frame(name, self._select(name, table))
                 cached = fresh if cached is None else pd.concat([cached, fresh], ignore_index=True)
                 self._cache[name] = (cached, last)
                 through = last
-        with self._lock:
-            unsaved = [rows[name] for seq, rows in sorted(self._inflight.items()) if seq > through and rows[name]]
+        unsaved = [rows for seq, rows in sorted(flying.items()) if seq > through]
         if self._pending[name]:
             unsaved.append(self._pending[name])
         pieces = [store.table_to_frame(name, store.rows_to_table(name, rows)) for rows in unsaved]
@@ -146,6 +150,18 @@ class RunLog:
         if not parts:
             return store._empty(name)
         return store._ordered(name, pd.concat(parts, ignore_index=True)) if len(parts) > 1 else parts[0]
+
+    def _read_new(self, name: str, through: int, upto: int | None, before: int):
+        """New stored rows of one frame. A loaded snapshot older than a compaction that happened since
+        (whose parts may be gone) moves on to the newest flush first, as :meth:`refresh` would."""
+        if self._own:
+            return store.read_table(self.path, name, through, upto, before)
+        try:
+            return store.read_table(self.path, name, through, upto, before, strict=True)
+        except store.StaleSnapshot:
+            self.refresh()
+            # Still older: the compaction's config.json is not written yet, so its parts still exist.
+            return store.read_table(self.path, name, through, self._confirmed(), before)
 
     def _confirmed(self) -> int | None:
         """The last flush whose rows every frame holds (``config.json`` is written after the parts);
@@ -163,10 +179,11 @@ class RunLog:
         from cskd_viz.runs.loading import _read_meta
 
         meta = _read_meta(self.path)
-        if meta.get("created") != self.created:  # another run now lives at this path: start over
+        if meta.get("run_id") != self.run_id:  # another run now lives at this path: start over
             self._cache.clear()
             self._raw_rows.clear()
             self.config, self.created = meta["config"], meta.get("created", self.created)
+            self.run_id = meta.get("run_id")
         self.status, self.updated = meta["status"], meta.get("updated", self.updated)
         progress = meta.get("progress") or {}
         self.progress = {key: int(progress.get(key, 0)) for key in ("step", "epoch")}
@@ -197,34 +214,57 @@ class RunLog:
                 keep &= step >= window.start
             if window.stop is not None:
                 keep &= step < window.stop
-        if every is not None:
-            keep &= np.isin(step, np.unique(step[keep])[::every])
+        if every is not None:  # one grid for every frame: every k-th logged step of the steps frame
+            keep &= np.isin(step, self._every_grid(window, every))
         return keep
+
+    def _every_grid(self, window: slice | None, every: int) -> np.ndarray:
+        """The logged steps ``every=`` keeps: the k-th ones of the whole run's ``steps`` (in the window)."""
+        if self.schema_version == 1:
+            all_steps = store.read_csv_frame(self.path, "steps")["step"].to_numpy()
+        else:
+            table, _ = store.read_table(self.path, "steps", upto=self._confirmed())
+            all_steps = table.column("step").to_numpy() if table is not None else np.zeros(0, dtype=np.int64)
+        unique = np.unique(all_steps)
+        if window is not None and window.start is not None:
+            unique = unique[unique >= window.start]
+        if window is not None and window.stop is not None:
+            unique = unique[unique < window.stop]
+        return unique[::every]
 
     # ------------------------------------------------------------------ recording
     def log_step(self, record: StepRecord) -> None:
-        """Append one logged step to ``steps``, ``class_cosine``, ``temperatures``, ``temperature_hist``."""
+        """Append one logged step to ``steps``, ``class_cosine``, ``temperatures``, ``temperature_hist``.
+
+        The whole record is checked before anything is appended, so a refused record leaves no trace.
+        """
         if not isinstance(record, StepRecord):
             raise TypeError(f"record must be a StepRecord, got {type(record).__name__}")
         step, epoch = _index(record.step, "step"), _index(record.epoch, "epoch")
+        row = {"step": step, "epoch": epoch, **_values(record.metrics, "record.metrics")}
+        cosines = stats = hist = None
         if record.class_cosine is not None:
-            cosines = [float(c) for c in record.class_cosine]
+            cosines = [_number(c, "record.class_cosine") for c in record.class_cosine]
+            if not cosines:
+                raise ValueError("record.class_cosine is empty: give one cosine per class, or None")
             self._check_width("class_cosine", len(cosines))
-        row = {"step": step, "epoch": epoch, **{key: _number(value, key) for key, value in record.metrics.items()}}
-        self._pending["steps"].append(row)
-        if record.class_cosine is not None:
-            self._pending["class_cosine"].append((step, cosines))
         if record.temperature_stats is not None:
-            stats = {key: _number(value, key) for key, value in record.temperature_stats.items()}
-            self._pending["temperatures"].append({"step": step, **stats})
+            stats = {"step": step, **_values(record.temperature_stats, "record.temperature_stats")}
         if record.temperature_hist is not None:
-            lefts, rights, counts = (list(column) for column in zip(*record.temperature_hist, strict=True))
-            self._pending["temperature_hist"].append((step, lefts, rights, [int(c) for c in counts]))
+            hist = _histogram(step, record.temperature_hist)
+        self._pending["steps"].append(row)
+        if cosines is not None:
+            self._pending["class_cosine"].append((step, cosines))
+            self._widths.setdefault("class_cosine", len(cosines))
+        if stats is not None:
+            self._pending["temperatures"].append(stats)
+        if hist is not None:
+            self._pending["temperature_hist"].append(hist)
         if step >= self.progress["step"]:  # a record computed late never moves progress back
             self.progress = {"step": step, "epoch": epoch}
 
     def _check_width(self, frame: str, width: int) -> None:
-        known = self._widths.setdefault(frame, width)
+        known = self._widths.get(frame, width)
         if width != known:
             raise ValueError(f"record.class_cosine has {width} classes, earlier records had {known}")
 
@@ -233,7 +273,7 @@ class RunLog:
         if not isinstance(record, EvalRecord):
             raise TypeError(f"record must be an EvalRecord, got {type(record).__name__}")
         step, epoch = _index(record.step, "step"), _index(record.epoch, "epoch")
-        metrics = {key: _number(value, key) for key, value in record.metrics.items()}
+        metrics = _values(record.metrics, "record.metrics")
         self._pending["evals"].append({"epoch": epoch, "step": step, "split": str(record.split), **metrics})
         self.set_progress(step, epoch)
 
@@ -248,6 +288,7 @@ class RunLog:
             "format": FORMAT,
             "schema_version": self.schema_version,
             "flushed": flushed,
+            "run_id": self.run_id,
             "status": self.status,
             "progress": dict(self.progress),
             "created": self.created,
@@ -347,17 +388,23 @@ class RunLog:
             self.wait()
             rows, self._pending = self._pending, {name: [] for name in FRAMES}
             final = self._seq + 1 if any(rows.values()) else self._committed
+            written: list[Path] = []
+            committed = self._committed
             try:
-                obsolete = store.compact(self.path, self._committed, rows, final)
-                self._seq = max(self._seq, final)
+                obsolete = store.compact(self.path, committed, rows, final, written=written)
                 with self._lock:
                     self._committed = final
                 self.status = status
                 self._write_meta()
             except BaseException:
+                store.remove(written)  # no compacted file may outlive a failed finish: its rows go back
+                with self._lock:
+                    self._committed = committed
+                self.status = "running" if self.status == status else self.status
                 for name, frame_rows in rows.items():
                     self._pending[name][:0] = frame_rows
                 raise
+            self._seq = max(self._seq, final)
             store.remove(obsolete)
         finally:
             if self._writer is not None:
@@ -391,6 +438,29 @@ def _index(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"record.{name} must be a non-negative int, got {value!r}")
     return value
+
+
+def _values(mapping: Any, name: str) -> dict[str, float | None]:
+    """A record's named numbers, checked; ``step`` and ``epoch`` are the record's own fields."""
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"{name} must be a dict of numbers, got {type(mapping).__name__}")
+    out = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str) or key in ("step", "epoch", "split", "class"):
+            raise ValueError(f"{name} has the key {key!r}: keys are names of values, not step/epoch/split/class")
+        out[key] = _number(value, f"{name}[{key!r}]")
+    return out
+
+
+def _histogram(step: int, bins: Any) -> tuple[int, list, list, list]:
+    try:
+        triples = [(float(left), float(right), int(count)) for left, right, count in bins]
+    except (TypeError, ValueError):
+        raise ValueError("record.temperature_hist must be a list of (bin_left, bin_right, count) triples") from None
+    if not triples:
+        raise ValueError("record.temperature_hist is empty: give its bins, or None")
+    lefts, rights, counts = (list(column) for column in zip(*triples, strict=True))
+    return step, lefts, rights, counts
 
 
 def _number(value: Any, name: str) -> float | None:

@@ -209,22 +209,27 @@ def part_files(directory: Path, frame: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+class StaleSnapshot(Exception):
+    """A compaction newer than the reader's snapshot exists: the parts it read may be gone."""
+
+
 def read_table(
-    directory: Path, frame: str, after: int = 0, upto: int | None = None, rows_before: int = 0
+    directory: Path, frame: str, after: int = 0, upto: int | None = None, rows_before: int = 0, strict: bool = False
 ) -> tuple[pa.Table | None, int]:
     """The stored rows of ``frame`` in parts ``after < seq <= upto``, and the last part number read.
 
     ``upto`` is the last flush ``config.json`` confirms: the parts of a flush killed half-way are
     never read, so the frames of a run always agree. ``rows_before`` is how many rows the parts up
     to ``after`` held: when a compaction has merged them since, those rows are skipped in the
-    compacted file. Retries when a compaction replaces files while it reads.
+    compacted file. Retries when a compaction replaces files while it reads. With ``strict``, raises
+    :class:`StaleSnapshot` when a compaction newer than ``upto`` exists (the reader should move on).
     """
     for _ in range(5):
         try:
-            return _read_once(directory, frame, after, upto, rows_before)
+            return _read_once(directory, frame, after, upto, rows_before, strict)
         except FileNotFoundError:  # a concurrent compaction deleted a part we listed: read again
             continue
-    return _read_once(directory, frame, after, upto, rows_before)
+    return _read_once(directory, frame, after, upto, rows_before, strict)
 
 
 def _compacted_files(directory: Path, frame: str) -> list[tuple[int, Path]]:
@@ -235,10 +240,13 @@ def _compacted_files(directory: Path, frame: str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _read_once(directory: Path, frame: str, after: int, upto: int | None, rows_before: int):
+def _read_once(directory: Path, frame: str, after: int, upto: int | None, rows_before: int, strict: bool):
     pa, _ = _pa()
     tables, through = [], after
-    usable = [(seq, path) for seq, path in _compacted_files(directory, frame) if upto is None or seq <= upto]
+    compacted = _compacted_files(directory, frame)
+    if strict and upto is not None and any(seq > upto for seq, _ in compacted):
+        raise StaleSnapshot(frame)
+    usable = [(seq, path) for seq, path in compacted if upto is None or seq <= upto]
     if usable and usable[-1][0] > after:  # it holds flushes 1..seq, in order: skip the rows already read
         seq, path = usable[-1]
         tables.append(_read_table(path).slice(rows_before if after else 0))
@@ -247,6 +255,8 @@ def _read_once(directory: Path, frame: str, after: int, upto: int | None, rows_b
         if seq > through and (upto is None or seq <= upto):
             tables.append(_read_table(path))
             through = seq
+    if _compacted_files(directory, frame) != compacted:  # a compaction ran meanwhile: its parts may be gone
+        raise FileNotFoundError(directory / frame)
     if not tables:
         return None, through
     return pa.concat_tables(tables, promote_options="default"), through
@@ -255,10 +265,18 @@ def _read_once(directory: Path, frame: str, after: int, upto: int | None, rows_b
 # ----------------------------------------------------------------------------- compaction
 
 
-def compact(directory: Path, upto: int | None, extra: dict[str, list] | None = None, final: int | None = None):
+def compact(
+    directory: Path,
+    upto: int | None,
+    extra: dict[str, list] | None = None,
+    final: int | None = None,
+    written: list[Path] | None = None,
+) -> list[Path]:
     """Write ``<frame>/compacted-<final>.parquet`` for every frame: its flushes through ``upto`` plus
     ``extra`` rows not yet written (flush ``final``). Returns the files this makes obsolete: delete
-    them (:func:`remove`) once ``config.json`` says ``flushed = final``, not before."""
+    them (:func:`remove`) once ``config.json`` says ``flushed = final``, not before. The new files
+    are appended to ``written`` as they appear, so a caller can undo a compaction that failed."""
+    written = [] if written is None else written
     _, pq = _pa()
     if final is None:
         final = upto if upto is not None else max((s for f in FRAMES for s, _ in part_files(directory, f)), default=0)
@@ -279,7 +297,9 @@ def compact(directory: Path, upto: int | None, extra: dict[str, list] | None = N
         folder = directory / frame
         if not folder.is_dir():
             folder.mkdir(exist_ok=True)
-        atomic_write(folder / f"compacted-{final:06d}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
+        target = folder / f"compacted-{final:06d}.parquet"
+        atomic_write(target, lambda tmp, t=table: pq.write_table(t, tmp))
+        written.append(target)
         obsolete += [path for _, path in parts] + [path for _, path in older]
     return obsolete
 
