@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from cskd_viz._validation import check_pair
-from cskd_viz.metrics import _host_class_cosine, _host_temperature_stats
+from cskd_viz.metrics import _host_class_cosine, _host_temperature_stats, host_array
 from cskd_viz.runs import StepRecord
 
 _NAN = float("nan")
@@ -49,13 +49,6 @@ class RawStep:
         return sum(a.nbytes for a in arrays if a is not None)
 
 
-def _host(x: Tensor, dtype) -> np.ndarray:
-    x = x.detach()
-    if x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    return np.array(x.cpu().numpy(), dtype=dtype)  # a copy: the loop may reuse its buffers
-
-
 def host_logits(student_logits: Tensor, teacher_logits: Tensor | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Both logit tensors as float32 host arrays (one copy from an accelerator when they can travel
     together), after checking them for NaN and infinities (the error names the culprit)."""
@@ -63,8 +56,8 @@ def host_logits(student_logits: Tensor, teacher_logits: Tensor | None) -> tuple[
     if t is not None and s.device.type != "cpu" and t.dtype == s.dtype and t.device == s.device:
         both = torch.cat([s, t]).cpu()
         s, t = both[: s.shape[0]], both[s.shape[0] :]
-    student = _host(s, np.float32)
-    teacher = _host(t, np.float32) if t is not None else None
+    student = host_array(s, np.float32)
+    teacher = host_array(t, np.float32) if t is not None else None
     finite = math.isfinite(float(student.sum(dtype=np.float64)))
     if not finite or (teacher is not None and not math.isfinite(float(teacher.sum(dtype=np.float64)))):
         if teacher_logits is None:
@@ -81,7 +74,7 @@ def host_temperatures(temperatures: Any, batch_size: int) -> np.ndarray:
         raise ValueError(f"temperatures must be a ({batch_size},) tensor, got {shape}")
     if not temperatures.is_floating_point():
         raise TypeError(f"temperatures must have a floating dtype, got {temperatures.dtype}")
-    values = _host(temperatures, np.float64)
+    values = host_array(temperatures, np.float64)
     low, high = values.min(), values.max()
     if not (low > 0 and high < math.inf):  # NaN fails both
         raise ValueError("temperatures must be finite and > 0")

@@ -96,12 +96,12 @@ def merge_scaled_sums(stacked: Tensor) -> Tensor:
     return torch.cat([dot.unsqueeze(0), squares, scales])
 
 
-def _as_float64_array(x: Tensor) -> np.ndarray:
-    """A detached tensor as a float64 NumPy array on the host."""
+def host_array(x: Tensor, dtype: Any = np.float64) -> np.ndarray:
+    """A detached tensor as a NumPy array of ``dtype`` on the host: always a copy (a loop may reuse its buffers)."""
     x = x.detach().cpu()
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
-    return x.numpy().astype(np.float64)
+    return np.array(x.numpy(), dtype=dtype)
 
 
 def _cosine_from_sums(sums: Tensor) -> Tensor:
@@ -137,7 +137,7 @@ def class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     """
     _checked_pair(student_logits, teacher_logits)
     temperature = check_scalar(temperature, "temperature")
-    cosine = _host_class_cosine(_as_float64_array(student_logits), _as_float64_array(teacher_logits), temperature)
+    cosine = _host_class_cosine(host_array(student_logits), host_array(teacher_logits), temperature)
     return torch.from_numpy(cosine)
 
 

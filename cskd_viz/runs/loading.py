@@ -106,14 +106,9 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
     log = RunLog(meta["config"], path=None, status=meta["status"])
     log.path = path
     log.schema_version = meta["schema_version"]
-    log.created = meta.get("created", log.created)
-    log.updated = meta.get("updated", log.updated)
-    progress = meta.get("progress") or {}
-    log.progress = {"step": _progress(progress, "step", path), "epoch": _progress(progress, "epoch", path)}
     log._selection = (steps, every)
     log._own = False
-    log._committed = meta.get("flushed")  # None: a run of before "flushed" existed, read every part
-    log.run_id = meta.get("run_id")
+    _apply_meta(log, meta)
     if log.schema_version == 1:  # the CSV layout: read-only, read now (small runs)
         for name in FRAMES:
             log._cache[name] = (log._select_frame(name, store.read_csv_frame(path, name)), 10**18)
@@ -123,6 +118,18 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
         except OSError:  # a full or read-only disk: the parts read the same
             pass
     return log
+
+
+def _apply_meta(log: RunLog, meta: dict) -> None:
+    """What ``config.json`` says, onto a loaded log: identity, status, progress and its last flush."""
+    log.config, log.run_id = meta["config"], meta.get("run_id")
+    log.status = meta["status"]
+    log.created = meta.get("created", log.created)
+    log.updated = meta.get("updated", log.updated)
+    progress = meta.get("progress") or {}
+    log.progress = {key: _progress(progress, key, log.path) for key in ("step", "epoch")}
+    with log._lock:
+        log._committed = meta.get("flushed")  # None: a run of before "flushed" existed, read every part
 
 
 def _progress(progress: Any, key: str, path: Path) -> int:

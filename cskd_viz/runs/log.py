@@ -176,19 +176,13 @@ class RunLog:
         """
         if self._own or self.path is None:
             return self
-        from cskd_viz.runs.loading import _read_meta
+        from cskd_viz.runs.loading import _apply_meta, _read_meta
 
         meta = _read_meta(self.path)
         if meta.get("run_id") != self.run_id:  # another run now lives at this path: start over
             self._cache.clear()
             self._raw_rows.clear()
-            self.config, self.created = meta["config"], meta.get("created", self.created)
-            self.run_id = meta.get("run_id")
-        self.status, self.updated = meta["status"], meta.get("updated", self.updated)
-        progress = meta.get("progress") or {}
-        self.progress = {key: int(progress.get(key, 0)) for key in ("step", "epoch")}
-        with self._lock:
-            self._committed = meta.get("flushed", self._committed)
+        _apply_meta(self, meta)
         return self
 
     def _select(self, name: str, table: Any) -> Any:
@@ -339,8 +333,7 @@ class RunLog:
                     target = store.part_path(self.path, name, seq)
                     self.bytes_written += store.atomic_write(target, lambda tmp, t=table: pq.write_table(t, tmp))
                     written.append(target)
-            text = (json.dumps(meta, indent=2) + "\n").encode()
-            self.bytes_written += store.atomic_write(self.path / CONFIG_FILE, lambda tmp, b=text: tmp.write_bytes(b))
+            self._write_config(meta)
         except BaseException:
             for target in written:  # a failed flush leaves no part behind: its rows are written again later
                 target.unlink(missing_ok=True)
@@ -412,7 +405,10 @@ class RunLog:
                 self._writer = None
 
     def _write_meta(self) -> None:
-        text = (json.dumps(self._meta(self._committed), indent=2) + "\n").encode()
+        self._write_config(self._meta(self._committed))
+
+    def _write_config(self, meta: dict[str, Any]) -> None:
+        text = (json.dumps(meta, indent=2) + "\n").encode()
         self.bytes_written += store.atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_bytes(text))
 
     def compact(self) -> None:
