@@ -35,6 +35,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from cskd_viz._validation import check_cskd_batch
+
 # Up to this many elements per (B, C) tensor the work is bound by the number of tensor ops: such
 # inputs are processed whole, with as few ops as possible.
 SMALL = 2**15
@@ -257,13 +259,17 @@ def weighted_batch_cosine_distance(
 ) -> Tensor:
     """``sum_k weights[k] * d(T_k)`` for validated, same-dtype ``(B, C)`` logits.
 
+    Refuses ``B < 2`` (a ``ValueError``, as the public losses do): with one sample every column
+    cosine is 1 trivially.
+
     Args:
-        student_logits: ``(B, C)``.
+        student_logits: ``(B, C)``, ``B >= 2``.
         teacher_logits: ``(B, C)``.
         temperatures: ``(K, B, 1)`` per sample or ``(K, 1, 1)`` shared (no gradient).
         weights: ``(K,)`` weights (no gradient).
         shifted: the :class:`ShiftedLogits` of the logits, if the caller already has them.
     """
+    check_cskd_batch(student_logits.shape[0], "the batch cosine distance")
     if shifted is None:
         shifted = ShiftedLogits(student_logits, teacher_logits)
     return _WeightedBatchCosineDistance.apply(student_logits, teacher_logits, temperatures, weights, shifted)

@@ -7,6 +7,11 @@ summary (per-class cosine, accuracy, agreement, temperature quantiles and histog
 later for all captured steps together, as a few NumPy operations over a ``(steps, B, C)`` stack:
 the per-operation cost, which dominates for small batches, is paid once per summary instead of
 once per step.
+
+A recorded step of a single sample (e.g. the last, partial batch of an epoch in a user's own loop)
+is recorded with ``cosine_distance`` NaN and no ``class_cosine``: the cosine of batch predictions
+is undefined for fewer than two samples (every column cosine of one sample is 1 whatever the
+logits, which would read as perfect agreement). Its losses, accuracy and agreement are recorded.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cskd_viz._validation import check_pair
+from cskd_viz._validation import MIN_CSKD_BATCH, TEMPERATURE_RANGE, check_pair
 from cskd_viz.metrics import _host_class_cosine, _host_temperature_stats, host_array
 from cskd_viz.runs import StepRecord
 
@@ -68,7 +73,7 @@ def host_logits(student_logits: Tensor, teacher_logits: Tensor | None) -> tuple[
 
 
 def host_temperatures(temperatures: Any, batch_size: int) -> np.ndarray:
-    """The ``(B,)`` temperatures as a float64 host array, checked: finite and > 0."""
+    """The ``(B,)`` temperatures as a float64 host array, checked: finite and in ``TEMPERATURE_RANGE``."""
     if not isinstance(temperatures, Tensor) or temperatures.shape != (batch_size,):
         shape = tuple(temperatures.shape) if isinstance(temperatures, Tensor) else type(temperatures).__name__
         raise ValueError(f"temperatures must be a ({batch_size},) tensor, got {shape}")
@@ -78,6 +83,11 @@ def host_temperatures(temperatures: Any, batch_size: int) -> np.ndarray:
     low, high = values.min(), values.max()
     if not (low > 0 and high < math.inf):  # NaN fails both
         raise ValueError("temperatures must be finite and > 0")
+    if not (TEMPERATURE_RANGE[0] <= low and high <= TEMPERATURE_RANGE[1]):
+        raise ValueError(
+            f"temperatures must lie in [{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}] "
+            f"(cskd_viz.losses.TEMPERATURE_RANGE), got values from {low:g} to {high:g}"
+        )
     return values
 
 
@@ -105,7 +115,8 @@ def summarise(raws: list[RawStep], temperature: float, t_low: float, t_high: flo
         cosines = correct = agree = None
         if has_teacher:
             teacher = np.stack([r.teacher for r in part]).astype(np.float64)
-            cosines = _host_class_cosine(student, teacher, temperature)  # (k, C)
+            if student.shape[1] >= MIN_CSKD_BATCH:  # one sample: undefined (see the module docstring)
+                cosines = _host_class_cosine(student, teacher, temperature)  # (k, C)
             agree = (pred == teacher.argmax(2)).sum(1)
         if has_targets:
             correct = (pred == np.stack([r.targets for r in part])).sum(1)

@@ -10,8 +10,12 @@
 ``docs/distributed.md``): ``--batch-size`` is then the per-process batch, ``train --global-batch``
 computes CSKD on the global batch of all processes, and only rank 0 prints and writes files.
 
-Bad flags, values or paths exit with status 2 and an argparse-style message, never a traceback;
-Ctrl-C exits with status 130 after saving the interrupted run log.
+Bad flags or values exit with status 2 and an argparse-style message. Every other user error (a
+path that cannot be written, torchrun's environment or a rendezvous that times out after
+``--dist-timeout`` seconds, missing or unsafe data files, an unusable checkpoint) exits with status
+2 and one line, ``cskd-viz: error: <why>``, checked before training where possible; only bugs show a
+traceback. Ctrl-C exits with status 130 (a termination signal with its own ``exit_code``) and says
+which run log it saved, if any.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+
+from cskd_viz._cli_checks import dir_problem, fail, interrupted_message, name_problem
 
 __all__ = ["main", "build_parser", "DEMO_METHODS", "demo_configs"]
 
@@ -71,6 +77,11 @@ def demo_configs(seed: int = 0, device: str = "cpu", fast: bool | None = None) -
 
 # ----------------------------------------------------------------------------- parser
 
+_DIST_TIMEOUT_HELP = (
+    "under torchrun: seconds a process waits for the others (at the rendezvous and in any collective) "
+    "before it gives up with an error (default: 60)"
+)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports nothing heavy: ``cskd-viz --help`` and flag errors are instant)."""
@@ -86,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of data split, order and init (default: 0)")
     demo.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds and average (default: 1)")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    demo.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS", help=_DIST_TIMEOUT_HELP)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.add_argument("--no-figures", action="store_true", help="print the table only")
 
@@ -111,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--runs-dir", default="runs")
     train.add_argument("--name", default=None)
     train.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    train.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS", help=_DIST_TIMEOUT_HELP)
     train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.add_argument(
@@ -129,12 +142,29 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------- output
 
 
+def _run_labels(logs) -> list[str]:
+    """The runs' names, made unique the way ``stack_runs`` does (``name``, ``name#2``, ...)."""
+    labels, seen = [], {}
+    for log in logs:
+        seen[log.name] = seen.get(log.name, 0) + 1
+        labels.append(log.name if seen[log.name] == 1 else f"{log.name}#{seen[log.name]}")
+    return labels
+
+
 def _table(logs) -> str:
+    """One row per run: name (duplicates as ``name#2``), method, status (``dead``: its writer is gone
+    while it said running), test/best accuracy, agreement, ``d(T)``, and ``reason`` when a run has one."""
     from cskd_viz.runs import compare_runs
 
-    frame = compare_runs(logs)
+    logs = list(logs)
+    frame = compare_runs(logs).assign(name=_run_labels(logs))
     shown = frame.assign(method=frame["method"].map(lambda m: METHOD_LABELS.get(m, m)))
-    shown = shown[["name", "method", "final_accuracy", "best_accuracy", "final_agreement", "final_cosine_distance"]]
+    columns = ["name", "method", "status", "final_accuracy", "best_accuracy", "final_agreement"]
+    columns.append("final_cosine_distance")
+    if shown["reason"].notna().any():
+        shown = shown.assign(reason=shown["reason"].map(lambda r: "-" if r is None else _short_text(r, 60)))
+        columns.append("reason")
+    shown = shown[columns]
     shown = shown.rename(
         columns={
             "final_accuracy": "test accuracy",
@@ -146,11 +176,20 @@ def _table(logs) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
 
 
-def write_figures(logs, out: str | os.PathLike) -> list[Path]:
-    """Write the comparison figures of ``logs`` as PNG files under ``out``; return the paths.
+def _short_text(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
-    A figure that fails (or a missing plotting dependency) gives a warning and is skipped.
+
+def write_figures(logs, out: str | os.PathLike) -> list[Path]:
+    """Write the comparison figures of ``logs`` as PNG files under ``out``; return the paths (each once).
+
+    Runs of the same name are told apart as ``name#2``, ... (legends, ``temperatures-<name>.png``
+    files; characters other than letters, digits and ``.-_#`` become ``_`` in file names). A figure
+    that fails (or a missing plotting dependency) gives a warning and is skipped.
     """
+    import re
+
     try:
         import matplotlib
 
@@ -176,7 +215,8 @@ def write_figures(logs, out: str | os.PathLike) -> list[Path]:
         path = out / filename
         fig.savefig(path, dpi=110)  # the plots use constrained layout: no second "tight" draw
         plt.close(fig)
-        written.append(path)
+        if path not in written:
+            written.append(path)
 
     evals = stack_runs(logs, "evals")
     if len(evals):
@@ -184,14 +224,19 @@ def write_figures(logs, out: str | os.PathLike) -> list[Path]:
         if evals["agreement"].notna().any():
             save("agreement.png", lambda: plots.plot_agreement(evals))
             save("cosine_distance.png", lambda: plots.plot_learning_curves(evals, "cosine_distance"))
-    with_cosine = {log.name: log.class_cosine for log in logs if len(log.class_cosine)}
+    labels = _run_labels(logs)
+    with_cosine = {label: log.class_cosine for label, log in zip(labels, logs, strict=True) if len(log.class_cosine)}
     if with_cosine:
         save("class_cosine.png", lambda: plots.plot_class_cosine_heatmaps(with_cosine))
-    for log in logs:
+    files = {}  # label -> file name, unique even where two labels differ only in unsafe characters
+    for label in labels:
+        stem = re.sub(r"[^A-Za-z0-9._#-]", "_", label)
+        files[label] = stem if stem not in files.values() else f"{stem}#{len(files) + 1}"
+    for label, log in zip(labels, logs, strict=True):
         if len(log.temperatures):
             t_low, t_high = log.config.get("t_low"), log.config.get("t_high")
             save(
-                f"temperatures-{log.name}.png",
+                f"temperatures-{files[label]}.png",
                 lambda log=log, t_low=t_low, t_high=t_high: plots.plot_temperature_trace(
                     log.temperatures, t_low=t_low, t_high=t_high
                 ),
@@ -231,14 +276,20 @@ def _demo_table(logs) -> str:
 
 
 def _run_demo(args, parser) -> int:
+    start = time.perf_counter()
+    if args.seeds < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
+    _check_launch(args, parser)
+    if _writes_files():
+        _check_dir(args.runs_dir, "--runs-dir", parser)
+        if not args.no_figures:
+            _check_dir(args.out, "--out", parser)
     import torch
 
     from cskd_viz.distributed import is_main_process
     from cskd_viz.train import distributed_session, resolve_device, run_experiment
+    from cskd_viz.training.faults import TrainingDiverged
 
-    start = time.perf_counter()
-    if args.seeds < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     try:
         configs = [
             config for seed in range(args.seed, args.seed + args.seeds) for config in demo_configs(seed, args.device)
@@ -246,19 +297,20 @@ def _run_demo(args, parser) -> int:
         resolve_device(args.device)
     except ValueError as err:
         parser.error(str(err))
-    _check_dir(args.runs_dir, "--runs-dir", parser)
-    _check_dir(args.out, "--out", parser)
     progress = False if args.no_progress else None
     logs = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the demo's tiny nets run fastest on one thread (no contention on small CPUs)
     try:
-        with distributed_session(args.device):  # under torchrun: one process group for all the runs
+        # under torchrun: one process group for all the runs
+        with distributed_session(args.device, timeout_s=args.dist_timeout):
             main = is_main_process()
             for config in configs:
                 logs.append(run_experiment(config, args.runs_dir, progress=progress, overwrite=True))
-    except ValueError as err:  # e.g. a foreign directory where a demo run should go
-        parser.error(str(err))
+    except _user_errors() as err:  # e.g. a foreign directory where a demo run should go, a full disk
+        fail(err)
+    except TrainingDiverged as err:
+        return _diverged(err)
     finally:
         torch.set_num_threads(threads)
     if not main:  # other ranks of a torchrun launch: rank 0 prints and writes the figures
@@ -286,8 +338,39 @@ def _run_demo(args, parser) -> int:
 
 
 def _run_train(args, parser) -> int:
+    _check_launch(args, parser)
+    if _writes_files():
+        _check_dir(args.runs_dir, "--runs-dir", parser)
+        problem = name_problem(args.runs_dir, args.name)
+        if problem:
+            fail(problem)
     from cskd_viz.distributed import is_main_process
-    from cskd_viz.train import RunConfig, distributed_session, resolve_device, run_experiment
+    from cskd_viz.train import distributed_session, run_experiment
+    from cskd_viz.training.faults import TrainingDiverged
+
+    config = _train_config(args, parser)
+    if config.teacher_checkpoint is not None:
+        _check_checkpoint(config)
+    try:
+        with distributed_session(config.device, timeout_s=args.dist_timeout):  # under torchrun; else a no-op
+            main = is_main_process()
+            log = run_experiment(
+                config, args.runs_dir, progress=False if args.no_progress else None, overwrite=args.overwrite
+            )
+    except _user_errors() as err:  # e.g. overwrite refused for a foreign directory, missing dataset files
+        fail(err)
+    except TrainingDiverged as err:
+        return _diverged(err)
+    if not main:  # other ranks of a torchrun launch: rank 0 prints (and wrote the run log)
+        return 0 if log.status == "finished" else 1
+    print(_table([log]))
+    print(f"\nrun log: {log.path}  status: {log.status}")
+    return 0 if log.status == "finished" else 1
+
+
+def _train_config(args, parser):
+    """The :class:`~cskd_viz.train.RunConfig` of ``cskd-viz train``'s flags (a bad value: argparse-style exit 2)."""
+    from cskd_viz.train import RunConfig, resolve_device
 
     teacher = None if args.teacher.lower() in ("none", "") else args.teacher
     epochs = args.epochs if args.epochs is not None or args.max_steps is not None else 10
@@ -316,61 +399,106 @@ def _run_train(args, parser) -> int:
             global_batch=args.global_batch,
         )
         resolve_device(config.device)
-        if config.teacher_checkpoint is not None:
-            _check_checkpoint(config)
     except (ValueError, TypeError) as err:
         parser.error(str(err))
-    _check_dir(args.runs_dir, "--runs-dir", parser)
+    return config
+
+
+def _diverged(err) -> int:
+    """A run whose loss stopped being finite: one line (it ends ``failed``, with this reason in its log), exit 1."""
+    print(f"cskd-viz: the run {err.run} failed: {err}", file=sys.stderr)
+    return 1
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a run raises for a user's mistake or environment (one line, exit 2), not for a bug.
+
+    ``ValueError`` covers refused run directories, data files and checkpoints (``RunLogError``,
+    ``DataFileError``, ``CheckpointError``); ``OSError`` missing data files, unwritable or full disks.
+    """
+    from cskd_viz.distributed import DistributedEnvironmentError
+
+    return (ValueError, OSError, DistributedEnvironmentError)
+
+
+def _check_launch(args, parser) -> None:
+    """``--dist-timeout`` and torchrun's environment, before anything heavy is imported."""
+    from cskd_viz._torchrun import DistributedEnvironmentError, check_timeout, check_torchrun_environment
+
     try:
-        with distributed_session(config.device):  # under torchrun; a no-op in one process
-            main = is_main_process()
-            log = run_experiment(
-                config, args.runs_dir, progress=False if args.no_progress else None, overwrite=args.overwrite
-            )
-    except ValueError as err:  # e.g. overwrite refused for a foreign directory, missing dataset files
-        parser.error(str(err))
-    if not main:  # other ranks of a torchrun launch: rank 0 prints (and wrote the run log)
-        return 0 if log.status == "finished" else 1
-    print(_table([log]))
-    print(f"\nrun log: {log.path}  status: {log.status}")
-    return 0 if log.status == "finished" else 1
+        check_timeout(args.dist_timeout)
+    except ValueError:
+        parser.error(f"--dist-timeout must be a positive number of seconds, got {args.dist_timeout}")
+    try:
+        check_torchrun_environment()
+    except (ValueError, DistributedEnvironmentError) as err:
+        fail(err)
+
+
+def _writes_files() -> bool:
+    """Whether this process writes run logs and figures: global rank 0 of a torchrun launch, or the only process."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def _check_dir(path: str, flag: str, parser) -> None:
-    if Path(path).exists() and not Path(path).is_dir():
-        parser.error(f"{flag} {path} exists and is not a directory")
+    """Exit 2 with one line unless ``path`` can be created and written as a directory (``parser``: unused)."""
+    del parser  # kept in the signature its callers use
+    problem = dir_problem(path, flag)
+    if problem:
+        fail(problem)
 
 
 def _check_checkpoint(config) -> None:
-    """Fail early (exit 2) when the teacher checkpoint does not fit the teacher architecture."""
+    """Fail early (exit 2, one line) when the teacher checkpoint cannot be used for the teacher architecture."""
     from cskd_viz.data import load_datasets
     from cskd_viz.models import get_model
     from cskd_viz.train import load_checkpoint
 
-    _, _, info = load_datasets(config.dataset, seed=config.seed)
-    load_checkpoint(get_model(config.teacher, info.num_classes, info.input_shape), config.teacher_checkpoint)
+    try:
+        _, _, info = load_datasets(config.dataset, seed=config.seed)
+        load_checkpoint(get_model(config.teacher, info.num_classes, info.input_shape), config.teacher_checkpoint)
+    except (ValueError, OSError) as err:  # CheckpointError and DataFileError are ValueErrors
+        fail(err)
 
 
-def _run_report(args, parser) -> int:
-    from cskd_viz.runs import RunLogError, is_run_dir, load_run
+def _report_paths(args, parser) -> list[Path]:
+    """The run directories to report: each argument, or every run directory inside a runs root
+    (a directory without ``config.json`` whose sub-directories have one, readable or not)."""
+    from cskd_viz.runs import CONFIG_FILE
 
     paths: list[Path] = []
     for raw in args.run_dirs:
         path = Path(raw)
         if not path.exists():
             parser.error(f"{raw}: no such directory")
-        if not is_run_dir(path) and path.is_dir():
-            children = sorted(p for p in path.iterdir() if p.is_dir() and is_run_dir(p))
+        if path.is_dir() and not (path / CONFIG_FILE).exists():
+            children = sorted(p for p in path.iterdir() if p.is_dir() and (p / CONFIG_FILE).is_file())
             if children:  # a runs root: report every run inside
                 paths.extend(children)
                 continue
         paths.append(path)
-    logs = []
-    for path in paths:
+    return paths
+
+
+def _run_report(args, parser) -> int:
+    """Print the table (and write the figures) of the readable runs; an unreadable run is skipped with
+    one warning line on stderr, naming it and why. No readable run at all is an error (exit 2)."""
+    from cskd_viz.runs import RunLogError, load_run
+
+    logs, skipped = [], []
+    for path in _report_paths(args, parser):
         try:
-            logs.append(load_run(path))
+            log = load_run(path)
+            log.frames()  # every frame now: a corrupt one skips its run here, not half-way through the figures
         except RunLogError as err:
-            parser.error(str(err))
+            skipped.append((path, err))
+            continue
+        logs.append(log)
+    if not logs:
+        more = f" (and {len(skipped) - 1} more unreadable run(s))" if len(skipped) > 1 else ""
+        parser.error(f"{skipped[0][1]}{more}")
+    for path, err in skipped:
+        print(f"cskd-viz report: warning: skipped the run {path}: {_short_text(err, 400)}", file=sys.stderr)
     _check_dir(args.out, "--out", parser)
     print(_table(logs))
     if not args.no_figures:
@@ -385,11 +513,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {"demo": _run_demo, "train": _run_train, "report": _run_report}
     sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # for errors naming the command
+    started = time.time()
+    from cskd_viz._termination import termination_as_interrupt
+
     try:
-        return commands[args.command](args, sub_parser)
-    except KeyboardInterrupt:
-        print("\ncskd-viz: interrupted; the current run log was saved with status 'interrupted'", file=sys.stderr)
-        return 130
+        with termination_as_interrupt():  # SIGTERM and SIGHUP end a run like Ctrl-C (exit 143 and 129)
+            return commands[args.command](args, sub_parser)
+    except KeyboardInterrupt as err:  # Ctrl-C; a termination signal is a subclass with its own exit_code
+        # names the run logs it really left on disk (none when it came before training)
+        print("\n" + interrupted_message(err, getattr(args, "runs_dir", None), started), file=sys.stderr)
+        return getattr(err, "exit_code", 130)
 
 
 if __name__ == "__main__":

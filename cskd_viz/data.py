@@ -8,7 +8,8 @@ the same random crops and flips.
 - ``synthetic``: a Gaussian mixture, ``(dim,)``;
 - ``fashion-mnist``: IDX files from the Debian package ``dataset-fashion-mnist``, ``$CSKD_DATA``
   or a torchvision download, ``(1, 28, 28)``;
-- ``cifar10`` / ``cifar100``: torchvision's on-disk format under ``$CSKD_DATA``, ``(3, 32, 32)``.
+- ``cifar10`` / ``cifar100``: torchvision's on-disk format under ``$CSKD_DATA``, ``(3, 32, 32)``,
+  read with a restricted unpickler (:mod:`cskd_viz._cifar_files`): a planted file cannot run code.
 
 Nothing is downloaded unless ``download=True`` is passed.
 """
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, TensorDataset, get_worker_info
 
+from cskd_viz._cifar_files import DataFileError, UnsafeDataFileError, read_cifar
+
 __all__ = [
     "DatasetInfo",
     "DATASETS",
@@ -41,6 +44,9 @@ __all__ = [
     "data_root",
     "CifarDataset",
     "FASHION_MNIST_SYSTEM_DIR",
+    "DataFileError",
+    "UnsafeDataFileError",
+    "canonical_dataset_name",
 ]
 
 
@@ -311,10 +317,10 @@ def fashion_mnist(
             raise RuntimeError(f"downloading Fashion-MNIST into {target} failed: {err}") from err
         files = _fashion_files(target / "FashionMNIST" / "raw")
     if files is None:
-        looked = "\n".join(f"  - {d}" for d in dirs)
+        looked = ", ".join(str(d) for d in dirs)
         raise FileNotFoundError(
             "Fashion-MNIST IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-            f"t10k-labels-idx1-ubyte; .gz or plain) not found. Looked in:\n{looked}\n"
+            f"t10k-labels-idx1-ubyte; .gz or plain) not found. Looked in: {looked}. "
             "Install the Debian package dataset-fashion-mnist, put the files in $CSKD_DATA/fashion-mnist, "
             "pass root=DIR, or pass download=True on a machine with internet."
         )
@@ -433,21 +439,6 @@ class CifarDataset(Dataset):
         self.__dict__.update(state, _generator=generator)
 
 
-@functools.cache
-def _without_md5(base: type) -> type:
-    """``base`` (a torchvision CIFAR class) whose integrity check only requires the files to exist."""
-    return type(
-        f"{base.__name__}NoMD5",
-        (base,),
-        {
-            "train_list": [[name, None] for name, _ in base.train_list],
-            "test_list": [[name, None] for name, _ in base.test_list],
-            "meta": {**base.meta, "md5": None},
-            "__module__": __name__,
-        },
-    )
-
-
 def _cifar(
     kind: str,
     seed: int,
@@ -458,43 +449,38 @@ def _cifar(
     test_size: int | None,
     verify: bool,
 ) -> tuple[Dataset, Dataset, DatasetInfo]:
-    from torchvision import datasets
+    from torchvision.datasets import cifar as tv_cifar
 
-    base, num_classes = (datasets.CIFAR10, 10) if kind == "cifar10" else (datasets.CIFAR100, 100)
+    base, num_classes = (tv_cifar.CIFAR10, 10) if kind == "cifar10" else (tv_cifar.CIFAR100, 100)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if kind == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
-    cls = base if verify else _without_md5(base)
     root_dir = Path(root).expanduser() if root is not None else data_root()
     folder = root_dir / base.base_folder
+    files = [base.train_list, base.test_list]
     try:
-        train_tv = cls(str(root_dir), train=True, download=download)
-        test_tv = cls(str(root_dir), train=False, download=False)
-    except RuntimeError as err:
-        files = ", ".join(name for name, _ in base.train_list + base.test_list) + ", " + base.meta["filename"]
-        hint = "" if verify else " (md5 check off)"
-        raise FileNotFoundError(
-            f"{kind} not found or corrupted in {folder}{hint}: torchvision says {err!s}. Expected the python-format "
-            f"files {files} there. Pass download=True on a machine with internet, point root= or $CSKD_DATA at the "
-            "directory that holds the folder, or pass verify=False to skip torchvision's md5 check for files you "
-            "made yourself."
-        ) from err
-    except OSError as err:  # download failures (URLError is an OSError)
-        raise RuntimeError(f"downloading {kind} into {root_dir} failed: {err}") from err
+        splits, classes = read_cifar(kind, folder, files, base.meta, verify)
+    except FileNotFoundError:
+        if not download:
+            raise
+        try:  # torchvision's downloader checks the archive's md5; the files are then read as above
+            tv_cifar.download_and_extract_archive(base.url, str(root_dir), filename=base.filename, md5=base.tgz_md5)
+        except OSError as err:  # download failures (URLError is an OSError)
+            raise RuntimeError(f"downloading {kind} into {root_dir} failed: {err}") from err
+        splits, classes = read_cifar(kind, folder, files, base.meta, verify)
+    if len(classes) != num_classes:
+        raise DataFileError(f"{kind} metadata in {folder} lists {len(classes)} classes, expected {num_classes}")
 
-    def tensors(ds: Dataset, size: int | None, name: str, subset_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n = len(ds.targets)
-        idx = _subset(n, _size(name, size, n), subset_seed)
-        images = torch.from_numpy(np.ascontiguousarray(ds.data[idx].transpose(0, 3, 1, 2)))
-        targets = torch.as_tensor(np.asarray(ds.targets)[idx], dtype=torch.long)
+    def tensors(split: int, size: int | None, name: str, subset_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = splits[split]
+        idx = _subset(len(labels), _size(name, size, len(labels)), subset_seed)
+        targets = torch.from_numpy(labels[idx])
         if len(targets) and (targets.min() < 0 or targets.max() >= num_classes):
-            raise ValueError(f"{kind} labels in {folder} must be in 0..{num_classes - 1}, got {int(targets.max())}")
-        return images, targets
+            raise DataFileError(f"{kind} labels in {folder} must be in 0..{num_classes - 1}, got {int(targets.max())}")
+        return torch.from_numpy(np.ascontiguousarray(images[idx])), targets
 
-    if len(train_tv.classes) != num_classes:
-        raise ValueError(f"{kind} metadata in {folder} lists {len(train_tv.classes)} classes, expected {num_classes}")
-    train_x, train_y = tensors(train_tv, train_size, "train_size", seed)
-    test_x, test_y = tensors(test_tv, test_size, "test_size", seed + 1)
+    train_x, train_y = tensors(0, train_size, "train_size", seed)
+    test_x, test_y = tensors(1, test_size, "test_size", seed + 1)
     aug_seed = int(torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(seed)))
-    info = DatasetInfo(kind, num_classes, (3, 32, 32), tuple(train_tv.classes), augment, mean, std)
+    info = DatasetInfo(kind, num_classes, (3, 32, 32), tuple(classes), augment, mean, std)
     return (
         CifarDataset(train_x, train_y, mean, std, augment=augment, seed=aug_seed),
         CifarDataset(test_x, test_y, mean, std, augment=False),
@@ -511,17 +497,22 @@ def cifar10(
     test_size: int | None = None,
     verify: bool = True,
 ) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """CIFAR-10 through torchvision's ``CIFAR10`` reader: images ``(3, 32, 32)``, 10 classes.
+    """CIFAR-10 in torchvision's ``CIFAR10`` layout (its file lists and md5 sums): images ``(3, 32, 32)``, 10 classes.
 
     Reads ``root/cifar-10-batches-py`` (``root`` defaults to ``data_root()``, i.e. ``$CSKD_DATA``
     or ``~/.cache/cskd_viz``); downloads only with ``download=True``. Inputs are standardised with
     the CIFAR-10 channel statistics; the training set gets crop (padding 4) + horizontal flip
     augmentation when ``augment`` (then ``info.augmented`` is True). ``train_size`` / ``test_size``
-    take seeded random subsets. ``verify=False`` skips torchvision's md5 check (files must still
-    exist) — for stand-in files you wrote yourself.
+    take seeded random subsets. ``verify=False`` skips the md5 check against the official release
+    (files must still exist) — for stand-in files you wrote yourself. Either way the files are read
+    with a restricted unpickler that accepts only plain containers and numpy arrays, so a planted
+    file cannot run code.
 
     Raises:
-        FileNotFoundError: the files are missing or fail the md5 check (the message says where it looked).
+        FileNotFoundError: the files are missing or fail the md5 check (the message says where it looked
+            and how to get the original files).
+        DataFileError: a file is truncated, corrupt or of the wrong layout (a ``ValueError``);
+            :class:`UnsafeDataFileError` when it asks to import anything beyond numpy's array builders.
 
     Example (needs the files, so not run as a doctest)::
 
@@ -540,7 +531,7 @@ def cifar100(
     test_size: int | None = None,
     verify: bool = True,
 ) -> tuple[Dataset, Dataset, DatasetInfo]:
-    """CIFAR-100 (fine labels) through torchvision's ``CIFAR100`` reader: ``(3, 32, 32)``, 100 classes.
+    """CIFAR-100 (fine labels) in torchvision's ``CIFAR100`` layout: ``(3, 32, 32)``, 100 classes.
 
     As :func:`cifar10` (folder ``root/cifar-100-python``), standardised with mdistiller's CIFAR-100
     statistics so its published teachers see the inputs they were trained on.
@@ -562,10 +553,28 @@ DATASETS = {
 }
 
 
+def canonical_dataset_name(name: str) -> str:
+    """The registered name ``name`` means: case-insensitive, ``_`` counts as ``-``, spaces around ignored.
+
+    The one rule for dataset names: :func:`load_datasets`, ``RunConfig`` and the CLI all use it.
+
+    Raises:
+        ValueError: not a registered name (the valid ones are listed).
+
+    Example:
+        >>> canonical_dataset_name("Fashion_MNIST"), canonical_dataset_name("DIGITS")
+        ('fashion-mnist', 'digits')
+    """
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else name
+    if key not in DATASETS:
+        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
+    return key
+
+
 def load_datasets(name: str, seed: int = 0, **kwargs) -> tuple[Dataset, Dataset, DatasetInfo]:
     """``(train, test, info)`` for a registered dataset name (see ``DATASETS``).
 
-    Names are case-insensitive and ``_`` counts as ``-`` (``"fashion_mnist"`` works). ``kwargs``
+    Names follow :func:`canonical_dataset_name` (``"fashion_mnist"``, ``"DIGITS"`` work). ``kwargs``
     go to the dataset function; an option it does not take is a ``TypeError`` listing the valid ones.
 
     Example:
@@ -573,9 +582,7 @@ def load_datasets(name: str, seed: int = 0, **kwargs) -> tuple[Dataset, Dataset,
         >>> len(train) + len(test), info.name
         (12, 'synthetic')
     """
-    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else name
-    if key not in DATASETS:
-        raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {name!r}")
+    key = canonical_dataset_name(name)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     factory = DATASETS[key]

@@ -4,6 +4,11 @@ Per-batch functions take ``(B, C)`` logits and return tensors. The epoch accumul
 (``PerClassCosineAccumulator``, ``TemperatureStatsAccumulator``, ``AgreementAccumulator``) are the
 ``torchmetrics`` metrics of :mod:`cskd_viz.metrics` under their first names: fixed-size sums, so an
 epoch's statistics use memory independent of the number of steps; ``merge`` combines two exactly.
+
+Input bounds are the losses' (see :mod:`cskd_viz.losses`): temperatures in ``[1e-3, 1e3]``, finite
+logits of magnitude ``<= 1e30``. These functions return no gradient, so a temperature tensor that
+requires grad is accepted here (and detached). :func:`per_class_cosine` and :class:`KLvsCosine`
+need at least two samples: with one, every column cosine is 1 trivially.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from torch import Tensor
 from cskd_viz import losses
 from cskd_viz._validation import (
     Temperature,
+    check_cskd_batch,
     check_logits,
     check_pair,
     check_scalar,
     check_temperature,
+    check_temperature_value,
     compute_dtype,
 )
 
@@ -43,7 +50,7 @@ __all__ = [
 
 def _prepared(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature):
     check_pair(student_logits, teacher_logits)
-    temperature = check_temperature(temperature, student_logits.shape[0])
+    temperature = check_temperature(temperature, student_logits.shape[0], stop_gradient=False)
     dtype = compute_dtype(student_logits, teacher_logits)
     return student_logits.detach().to(dtype), teacher_logits.detach().to(dtype), temperature
 
@@ -53,12 +60,16 @@ def per_class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature
     """Per-class cosine of batch predictions ``c_j = cos(P_s[:, j], P_t[:, j])``.
 
     Args:
-        student_logits: ``(B, C)``.
+        student_logits: ``(B, C)``, ``B >= 2``.
         teacher_logits: ``(B, C)``.
         temperature: float or ``(B,)``.
 
     Returns:
-        ``(C,)`` cosines in ``[0, 1]`` (no gradient). ``1 - mean`` is CSKD's ``d(T)``.
+        ``(C,)`` cosines in ``[0, 1]`` (no gradient; clamped, so rounding never leaves the interval).
+        ``1 - mean`` is CSKD's ``d(T)``.
+
+    Raises:
+        ValueError: for a batch of one sample, whose column cosines are all 1 whatever the logits.
 
     Example:
         >>> z = torch.randn(4, 3)
@@ -66,7 +77,8 @@ def per_class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature
         torch.Size([3])
     """
     s, t, temperature = _prepared(student_logits, teacher_logits, temperature)
-    return losses._per_class_cosine(s, t, temperature)
+    check_cskd_batch(s.shape[0], "per_class_cosine")
+    return losses._per_class_cosine(s, t, temperature).clamp_(0.0, 1.0)
 
 
 @torch.no_grad()
@@ -133,7 +145,7 @@ def prediction_entropy(logits: Tensor, temperature: Temperature = 1.0) -> Tensor
         1.3863
     """
     check_logits(logits, "logits")
-    temperature = check_temperature(temperature, logits.shape[0])
+    temperature = check_temperature(temperature, logits.shape[0], stop_gradient=False)
     logits = logits.detach().to(compute_dtype(logits))
     log_p = F.log_softmax(losses._scaled_logits(logits, temperature), dim=1)
     return (-(log_p.exp() * log_p).sum(1)).clamp_min(0.0)
@@ -147,7 +159,7 @@ class KLvsCosine:
     differently), ``shift`` adds ``b`` to every logit (softmax unchanged: both stay put).
 
     Args:
-        student_logits: ``(B, C)``.
+        student_logits: ``(B, C)``, ``B >= 2`` (the batch cosine distance needs two samples).
         teacher_logits: ``(B, C)``.
         temperature: the temperature both measures use.
 
@@ -160,7 +172,8 @@ class KLvsCosine:
 
     def __init__(self, student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> None:
         check_pair(student_logits, teacher_logits)
-        self.temperature = check_scalar(temperature, "temperature")
+        check_cskd_batch(student_logits.shape[0], "KLvsCosine")
+        self.temperature = check_temperature_value(temperature, "temperature")
         self.student_logits = student_logits.detach()
         self.teacher_logits = teacher_logits.detach()
 

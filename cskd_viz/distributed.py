@@ -25,22 +25,29 @@ Requirements: every rank has the same local batch size ``B`` (checked: a clear `
 every rank otherwise), and every rank calls the loss (collectives must match, as with DDP).
 
 The second half of this module is the trainer's *session*: :func:`distributed_session` (the
-process group for the duration of a run, from torchrun's environment), :func:`shard_loader` and
+process group for the duration of a run, from torchrun's environment, checked by
+:func:`check_torchrun_environment`; a rendezvous that fails or outlasts ``timeout_s`` raises
+:class:`DistributedEnvironmentError`; defined in :mod:`cskd_viz._torchrun`), :func:`shard_loader` and
 :func:`shard_eval_loader` (each rank's share of the data), :func:`on_main` (decide on rank 0, tell
 everyone), :func:`broadcast_module` and :func:`any_rank`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler, Subset
+
+from cskd_viz._torchrun import (
+    DistributedEnvironmentError,
+    check_torchrun_environment,
+    distributed_session,
+    process_device,
+    resolve_device,
+)
 
 __all__ = [
     "is_distributed",
@@ -58,6 +65,8 @@ __all__ = [
     "resolve_device",
     "process_device",
     "distributed_session",
+    "DistributedEnvironmentError",
+    "check_torchrun_environment",
     "loader_options",
     "shard_loader",
     "shard_eval_loader",
@@ -442,82 +451,7 @@ def local_rows(global_tensor: Tensor, group: Any) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- the trainer's session
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available) as a ``torch.device``.
-
-    Example:
-        >>> resolve_device("cpu")
-        device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        return device
-    if not isinstance(device, str):
-        raise TypeError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got {type(device).__name__}")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if re.fullmatch(r"cuda(:\d+)?", device):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available (use 'cpu' or 'auto')")
-        return torch.device(device)
-    raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {device!r}")
-
-
-def process_device(device: torch.device) -> torch.device:
-    """``cuda`` without an index means this process's current device (``cuda:LOCAL_RANK`` under torchrun)."""
-    if device.type == "cuda" and device.index is None and get_world_size() > 1:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-@contextlib.contextmanager
-def distributed_session(device: str | torch.device = "cpu") -> Iterator[int]:
-    """Initialise ``torch.distributed`` from torchrun's environment for the duration of a block.
-
-    Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE > 1`` in the environment) and when no
-    process group exists yet, this calls ``init_process_group`` (``env://``: ``RANK``,
-    ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``) with ``nccl`` when ``device`` is CUDA (after
-    ``torch.cuda.set_device(LOCAL_RANK)``, or the index of ``"cuda:N"``) and ``gloo`` otherwise,
-    and destroys the group when the block ends. Otherwise (one process, or a group the caller
-    created) it does nothing. Nested sessions are no-ops.
-
-    Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: picks the backend.
-
-    Yields:
-        The world size (1 without torch.distributed).
-
-    Example:
-        >>> with distributed_session("cpu") as world:  # a plain process: nothing to do
-        ...     world
-        1
-    """
-    dist = _dist()
-    device = resolve_device(device)
-    raw = os.environ.get("WORLD_SIZE", "1").strip() or "1"
-    try:
-        wanted = int(raw)
-    except ValueError:
-        raise ValueError(f"environment variable WORLD_SIZE must be an integer, got {raw!r}") from None
-    if wanted <= 1 or not dist.is_available() or dist.is_initialized():
-        yield get_world_size()
-        return
-    missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
-    if missing:
-        raise RuntimeError(
-            f"WORLD_SIZE={wanted} but {', '.join(missing)} is not set: launch with torchrun "
-            "(e.g. torchrun --standalone --nproc_per_node=2 ...), which sets them"
-        )
-    if device.type == "cuda":
-        torch.cuda.set_device(device.index if device.index is not None else int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        yield get_world_size()
-    finally:
-        dist.destroy_process_group()
+# (resolve_device, process_device and distributed_session live in cskd_viz._torchrun, imported above)
 
 
 def loader_options(loader: DataLoader) -> dict[str, Any]:

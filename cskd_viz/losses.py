@@ -22,6 +22,24 @@ for training loops that hold their criteria as modules.
 Every function validates its input and raises ``ValueError``/``TypeError`` naming the argument.
 With ``group`` (a ``torch.distributed`` process group) the batch-level quantities are computed on
 the *global* batch of all ranks; see :mod:`cskd_viz.distributed`.
+
+Input bounds (one set of constants, in :mod:`cskd_viz._validation`, re-exported here):
+
+- :data:`TEMPERATURE_RANGE` ``= (1e-3, 1e3)``: every temperature (``temperature``, ``t_low``,
+  ``t_high``, per-sample ``(B,)`` temperatures) must lie in it; the papers use 1 to 8. Within it, and
+  with logits bounded as below, float32 softmax stays finite and meaningful. Temperatures are numbers
+  (Python or NumPy reals, 0-d tensors) or, where documented, ``(B,)`` floating tensors; ``bool``
+  values (``True``, ``np.True_``, ``torch.tensor(True)``) are refused.
+- Temperature tensors with ``requires_grad=True`` are refused: CSWT temperatures are stop-gradients
+  (so no gradient would reach them; pass ``T.detach()``).
+- :data:`MAX_ABS_LOGIT` ``= 1e30``: finite logits of larger magnitude are refused (near float32's
+  limit ``z - max(z)`` and ``z / T`` overflow and the losses would return NaN). NaN and infinite
+  logits are refused too.
+- :data:`MIN_CSKD_BATCH` ``= 2``: :func:`cskd_loss`, :func:`batch_cosine_distance` and
+  :class:`CSKDLoss` refuse a batch of one sample (under ``group``: a *global* batch of one). The
+  cosine of batch predictions compares each class's column across the batch; with one sample every
+  column is a single positive number and every cosine is 1 whatever the logits (``d = 0``, no gradient).
+- ``cswt`` is a ``bool`` (``numpy.bool_`` is accepted; ints and tensors are not).
 """
 
 from __future__ import annotations
@@ -35,11 +53,17 @@ from torch import Tensor, nn
 
 from cskd_viz._fused import ShiftedLogits, weighted_batch_cosine_distance
 from cskd_viz._validation import (
+    MAX_ABS_LOGIT,
+    MIN_CSKD_BATCH,
+    TEMPERATURE_RANGE,
     Temperature,
+    check_bool,
+    check_cskd_batch,
     check_pair,
     check_scalar,
     check_temperature,
     check_temperature_range,
+    check_temperature_value,
     compute_dtype,
 )
 
@@ -53,6 +77,9 @@ __all__ = [
     "KDLoss",
     "CSKDLoss",
     "DISTLoss",
+    "TEMPERATURE_RANGE",
+    "MAX_ABS_LOGIT",
+    "MIN_CSKD_BATCH",
 ]
 
 
@@ -202,7 +229,8 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: Tempera
     Args:
         student_logits: ``(B, C)`` student logits.
         teacher_logits: ``(B, C)`` teacher logits.
-        temperature: float ``> 0`` or a ``(B,)`` tensor of per-sample temperatures.
+        temperature: a number in :data:`TEMPERATURE_RANGE` or a ``(B,)`` tensor of per-sample
+            temperatures (no ``requires_grad``).
 
     Returns:
         A scalar tensor (float32, or float64 for float64 inputs).
@@ -214,7 +242,11 @@ def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: Tempera
     """
     check_pair(student_logits, teacher_logits)
     temperature = check_temperature(temperature, student_logits.shape[0])
-    student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    return _kd_loss(*_as_compute(student_logits, teacher_logits), temperature)
+
+
+def _kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: Temperature) -> Tensor:
+    """:func:`kd_loss` on validated compute-dtype logits and a validated temperature."""
     log_s = F.log_softmax(_scaled_logits(student_logits, temperature), dim=1)
     log_t = F.log_softmax(_scaled_logits(teacher_logits, temperature), dim=1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1)
@@ -229,17 +261,22 @@ def batch_cosine_distance(
     """CSKD's batch cosine distance ``d(T) = 1 - mean_j cos(P_s[:, j], P_t[:, j])``.
 
     The cosine is taken over *batch predictions*: column ``j`` holds class ``j``'s probability
-    for every sample of the batch (arXiv:2311.14307, Eq. for ``L_cs``). ``0 <= d <= 1`` because
-    probabilities are non-negative.
+    for every sample of the batch (arXiv:2311.14307, Eq. for ``L_cs``). ``0 <= d <= 1`` (up to
+    rounding) because probabilities are non-negative.
 
     Args:
-        student_logits: ``(B, C)`` student logits.
+        student_logits: ``(B, C)`` student logits, ``B >= 2`` (:data:`MIN_CSKD_BATCH`; under ``group``
+            the global batch must have ``B >= 2``, a rank's local batch may have one sample).
         teacher_logits: ``(B, C)`` teacher logits.
-        temperature: float ``> 0`` or a ``(B,)`` tensor (row ``i`` uses ``T[i]``).
+        temperature: a number in :data:`TEMPERATURE_RANGE` or a ``(B,)`` tensor (row ``i`` uses
+            ``T[i]``; no ``requires_grad``: no gradient reaches the temperatures).
         group: optional ``torch.distributed`` process group: compute ``d`` on the global batch.
 
     Returns:
         A scalar tensor.
+
+    Raises:
+        ValueError: for a batch of one sample (every column cosine would be 1 trivially).
 
     Example:
         >>> z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
@@ -255,6 +292,7 @@ def batch_cosine_distance(
         student_logits, teacher_logits, temperature = gather_batch(
             student_logits, teacher_logits, temperature, group=group
         )
+    check_cskd_batch(student_logits.shape[0], "batch_cosine_distance", global_batch=group is not None)
     stacked = _stack_temperatures(temperature, student_logits)
     return weighted_batch_cosine_distance(student_logits, teacher_logits, stacked, stacked.new_ones(1))
 
@@ -320,12 +358,13 @@ def cskd_loss(
     stop-gradient. Ham et al., arXiv:2311.14307.
 
     Args:
-        student_logits: ``(B, C)`` student logits.
+        student_logits: ``(B, C)`` student logits, ``B >= 2`` (:data:`MIN_CSKD_BATCH`; under ``group``
+            the global batch).
         teacher_logits: ``(B, C)`` teacher logits.
-        temperature: the fixed temperature ``T > 0`` of the first term.
+        temperature: the fixed temperature ``T`` of the first term, a number in :data:`TEMPERATURE_RANGE`.
         t_low: lowest CSWT temperature.
         t_high: highest CSWT temperature.
-        cswt: add the cosine-similarity-weighted-temperature term.
+        cswt: add the cosine-similarity-weighted-temperature term (a ``bool``; ``numpy.bool_`` is accepted).
         group: optional process group: compute the loss on the global batch (the DDP-averaged
             gradient then equals the single-process gradient on the concatenated batch).
         return_temperatures: also return the ``(B,)`` CSWT temperatures the loss used (detached;
@@ -335,21 +374,37 @@ def cskd_loss(
     Returns:
         A scalar tensor, or ``(loss, temperatures)`` with ``return_temperatures=True``.
 
+    Raises:
+        ValueError: for a batch of one sample (every column cosine would be 1 trivially).
+
     Example:
         >>> z = torch.randn(8, 5)
         >>> abs(float(cskd_loss(z, z))) < 1e-5
         True
     """
     check_pair(student_logits, teacher_logits)
-    temperature = check_scalar(temperature, "temperature")
+    temperature = check_temperature_value(temperature, "temperature")
     t_low, t_high = check_temperature_range(t_low, t_high)
-    if not isinstance(cswt, bool):
-        raise TypeError(f"cswt must be a bool, got {type(cswt).__name__}")
+    cswt = check_bool(cswt, "cswt")
     student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    return _cskd_loss(student_logits, teacher_logits, (temperature, t_low, t_high), cswt, group, return_temperatures)
+
+
+def _cskd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    params: tuple[float, float, float],
+    cswt: bool,
+    group: Any = None,
+    return_temperatures: bool = False,
+) -> Tensor | tuple[Tensor, Tensor | None]:
+    """:func:`cskd_loss` on validated compute-dtype logits; ``params = (T, t_low, t_high)``, validated."""
+    temperature, t_low, t_high = params
     if group is not None:  # one all-gather, then the single-process computation on the global batch
         from cskd_viz.distributed import gather_batch
 
         student_logits, teacher_logits = gather_batch(student_logits, teacher_logits, group=group)
+    check_cskd_batch(student_logits.shape[0], "cskd_loss", global_batch=group is not None)
     if not cswt:
         stacked = _stack_temperatures(temperature, student_logits)
         loss = weighted_batch_cosine_distance(
@@ -393,7 +448,7 @@ def dist_loss(
     Args:
         student_logits: ``(B, C)`` student logits.
         teacher_logits: ``(B, C)`` teacher logits.
-        temperature: ``T > 0``.
+        temperature: ``T``, a number in :data:`TEMPERATURE_RANGE`.
         beta: weight of the inter-class (row) term, ``>= 0``.
         gamma: weight of the intra-class (column) term, ``>= 0``.
 
@@ -406,12 +461,21 @@ def dist_loss(
         True
     """
     check_pair(student_logits, teacher_logits)
-    temperature = check_scalar(temperature, "temperature")
+    temperature = check_temperature_value(temperature, "temperature")
+    beta, gamma = _check_dist_weights(beta, gamma)
+    return _dist_loss(*_as_compute(student_logits, teacher_logits), temperature, beta, gamma)
+
+
+def _check_dist_weights(beta: float, gamma: float) -> tuple[float, float]:
     beta = check_scalar(beta, "beta", positive=False)
     gamma = check_scalar(gamma, "gamma", positive=False)
     if beta < 0 or gamma < 0:
         raise ValueError(f"beta and gamma must be >= 0, got beta={beta} and gamma={gamma}")
-    student_logits, teacher_logits = _as_compute(student_logits, teacher_logits)
+    return beta, gamma
+
+
+def _dist_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float, beta: float, gamma: float) -> Tensor:
+    """:func:`dist_loss` on validated compute-dtype logits and validated parameters."""
     log_s = F.log_softmax(student_logits / temperature, dim=1)
     log_t = F.log_softmax(teacher_logits / temperature, dim=1)
     p_s, p_t = log_s.exp(), log_t.exp()
@@ -441,7 +505,7 @@ class KDLoss(nn.Module):
 
     def __init__(self, temperature: float = 4.0) -> None:
         super().__init__()
-        self.temperature = check_scalar(temperature, "temperature")
+        self.temperature = check_temperature_value(temperature, "temperature")
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """``(B, C)``, ``(B, C)`` -> scalar."""
@@ -453,6 +517,8 @@ class KDLoss(nn.Module):
 
 class CSKDLoss(nn.Module):
     """:func:`cskd_loss` as a module: ``T^2 d(T) + mean(T_i)^2 d(T_i)`` (second term with ``cswt=True``).
+
+    A batch of one sample (a global batch of one under ``group``) is refused, as by :func:`cskd_loss`.
 
     Args:
         temperature, t_low, t_high, cswt: as in :func:`cskd_loss` (same defaults).
@@ -474,11 +540,9 @@ class CSKDLoss(nn.Module):
         self, temperature: float = 4.0, t_low: float = 2.0, t_high: float = 6.0, cswt: bool = True, *, group: Any = None
     ) -> None:
         super().__init__()
-        self.temperature = check_scalar(temperature, "temperature")
+        self.temperature = check_temperature_value(temperature, "temperature")
         self.t_low, self.t_high = check_temperature_range(t_low, t_high)
-        if not isinstance(cswt, bool):
-            raise TypeError(f"cswt must be a bool, got {type(cswt).__name__}")
-        self.cswt = cswt
+        self.cswt = check_bool(cswt, "cswt")
         self.group = group
         self.last_temperatures: Tensor | None = None
 
@@ -514,11 +578,8 @@ class DISTLoss(nn.Module):
 
     def __init__(self, temperature: float = 4.0, beta: float = 1.0, gamma: float = 1.0) -> None:
         super().__init__()
-        self.temperature = check_scalar(temperature, "temperature")
-        self.beta = check_scalar(beta, "beta", positive=False)
-        self.gamma = check_scalar(gamma, "gamma", positive=False)
-        if self.beta < 0 or self.gamma < 0:
-            raise ValueError(f"beta and gamma must be >= 0, got beta={self.beta} and gamma={self.gamma}")
+        self.temperature = check_temperature_value(temperature, "temperature")
+        self.beta, self.gamma = _check_dist_weights(beta, gamma)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         """``(B, C)``, ``(B, C)`` -> scalar."""

@@ -38,7 +38,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cskd_viz import losses
-from cskd_viz._validation import check_scalar, check_temperature_range
+from cskd_viz._validation import (
+    check_bool,
+    check_pair,
+    check_scalar,
+    check_targets,
+    check_temperature_range,
+    check_temperature_value,
+)
 
 DEFAULT_TEMPERATURE = 4.0  # the same default as the losses' functions and modules
 
@@ -66,18 +73,6 @@ def _check_weight(value: Any, name: str) -> float:
 def _weighted(weight: float, loss: Tensor) -> Tensor:
     """``weight * loss``, without an extra autograd node for the common weight 1."""
     return loss if weight == 1.0 else weight * loss
-
-
-def _check_targets(student_logits: Tensor, targets: Tensor) -> None:
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"targets must be a torch.Tensor of class indices (B,), got {type(targets).__name__}")
-    if targets.dim() != 1 or targets.shape[0] != student_logits.shape[0]:
-        raise ValueError(
-            f"targets must have shape ({student_logits.shape[0]},) to match student_logits "
-            f"{tuple(student_logits.shape)}, got {tuple(targets.shape)}"
-        )
-    if targets.is_floating_point():
-        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}")
 
 
 def _check_teacher(method: Method, teacher_logits: Tensor | None) -> Tensor:
@@ -164,17 +159,26 @@ class Method:
             group: a ``torch.distributed`` process group: the CSKD term (and its ``"temperatures"``)
                 on the global batch of all ranks, a collective every rank must call. Ignored by
                 methods whose ``supports_group`` is ``False``. ``None`` (default): local batch.
+
+        Raises:
+            ValueError: ``targets`` outside ``[0, C)``, non-finite or too large logits (see
+                :mod:`cskd_viz.losses`), and for CSKD a batch of one sample (a global one under ``group``).
+                Logits and targets are validated with one read-back per call.
         """
         if not isinstance(student_logits, Tensor) or student_logits.dim() != 2:
             raise ValueError("student_logits must be a (B, C) tensor")
-        _check_targets(student_logits, targets)
-        terms = {"loss_ce": _weighted(self.w_ce, F.cross_entropy(student_logits, targets))}
-        if self.needs_teacher:
+        if self.needs_teacher:  # logits, shapes and target range: one read-back for all
             teacher_logits = _check_teacher(self, teacher_logits).detach()
+            check_pair(student_logits, teacher_logits, targets)
+        else:
+            check_targets(targets, student_logits.shape[0], student_logits.shape[1], tuple(student_logits.shape))
+        terms = {"loss_ce": _weighted(self.w_ce, F.cross_entropy(student_logits, targets))}
+        if self.needs_teacher:  # the losses' unchecked cores: everything was validated above or in __post_init__
+            student, teacher = losses._as_compute(student_logits, teacher_logits)
             if group is not None and self.supports_group:
-                terms.update(self._method_terms(student_logits, teacher_logits, extras, group=group))
+                terms.update(self._method_terms(student, teacher, extras, group=group))
             else:
-                terms.update(self._method_terms(student_logits, teacher_logits, extras))
+                terms.update(self._method_terms(student, teacher, extras))
         return terms
 
 
@@ -207,7 +211,7 @@ class _Distiller(Method):
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "w_kd", _check_weight(self.w_kd, "w_kd"))
-        object.__setattr__(self, "temperature", check_scalar(self.temperature, "temperature"))
+        object.__setattr__(self, "temperature", check_temperature_value(self.temperature, "temperature"))
 
     @property
     def diagnostic_temperature(self) -> float:
@@ -234,7 +238,7 @@ class KD(_Distiller):
         return "kd"
 
     def _method_terms(self, student_logits: Tensor, teacher_logits: Tensor, extras: bool) -> dict[str, Tensor]:
-        return {"loss_kd": _weighted(self.w_kd, losses.kd_loss(student_logits, teacher_logits, self.temperature))}
+        return {"loss_kd": _weighted(self.w_kd, losses._kd_loss(student_logits, teacher_logits, self.temperature))}
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,9 @@ class CSKD(_Distiller):
     (the second term only with ``cswt=True``). Ham et al., "Cosine Similarity Knowledge
     Distillation for Individual Class Information Transfer", arXiv:2311.14307. The value equals
     :func:`cskd_viz.losses.cskd_loss`; with CSWT the ``(B,)`` temperatures used come back under
-    ``"temperatures"`` (detached).
+    ``"temperatures"`` (detached). A batch of one sample (under ``group``: a global batch of one) is
+    a ``ValueError``: with one sample every column cosine is 1 trivially. ``cswt`` is a ``bool``
+    (``numpy.bool_`` is accepted and stored as ``bool``).
 
     Example:
         >>> z, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
@@ -266,8 +272,7 @@ class CSKD(_Distiller):
         t_low, t_high = check_temperature_range(self.t_low, self.t_high)
         object.__setattr__(self, "t_low", t_low)
         object.__setattr__(self, "t_high", t_high)
-        if not isinstance(self.cswt, bool):
-            raise TypeError(f"cswt must be a bool, got {type(self.cswt).__name__}")
+        object.__setattr__(self, "cswt", check_bool(self.cswt, "cswt"))
 
     @property
     def name(self) -> str:
@@ -280,10 +285,10 @@ class CSKD(_Distiller):
     def _method_terms(
         self, student_logits: Tensor, teacher_logits: Tensor, extras: bool, group: Any = None
     ) -> dict[str, Tensor]:
-        args = (student_logits, teacher_logits, self.temperature, self.t_low, self.t_high, self.cswt)
+        args = (student_logits, teacher_logits, (self.temperature, self.t_low, self.t_high), self.cswt, group)
         if not extras:  # an unlogged step: the loss alone
-            return {"loss_cskd": _weighted(self.w_kd, losses.cskd_loss(*args, group=group))}
-        loss, temperatures = losses.cskd_loss(*args, group=group, return_temperatures=True)
+            return {"loss_cskd": _weighted(self.w_kd, losses._cskd_loss(*args))}
+        loss, temperatures = losses._cskd_loss(*args, return_temperatures=True)
         terms = {"loss_cskd": _weighted(self.w_kd, loss)}
         if temperatures is not None:
             terms["temperatures"] = temperatures  # the ones the loss used (this rank's rows under a group)
@@ -318,7 +323,7 @@ class DIST(_Distiller):
         return "dist"
 
     def _method_terms(self, student_logits: Tensor, teacher_logits: Tensor, extras: bool) -> dict[str, Tensor]:
-        loss = losses.dist_loss(student_logits, teacher_logits, self.temperature, self.beta, self.gamma)
+        loss = losses._dist_loss(student_logits, teacher_logits, self.temperature, self.beta, self.gamma)
         return {"loss_dist": _weighted(self.w_kd, loss)}
 
 

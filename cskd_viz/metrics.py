@@ -23,10 +23,22 @@ Temperature quantiles: :func:`temperature_stats` has every value and gives exact
 ``bins * 100`` fine bins over ``[t_low, t_high]``, so its quantiles are exact to within one fine bin,
 ``(t_high - t_low) / (100 bins)`` (clamped to the exact ``[min, max]``). Everything else agrees
 exactly. Values outside ``[t_low, t_high]`` count in the end bins of the histograms.
+
+Bad input: every ``update`` validates its whole input before it changes any state, so a refused
+update (a ``ValueError``/``TypeError``) leaves every state, and the update count, exactly as it was
+(``metric(...)``, torchmetrics' ``forward``, too). Temperatures must lie in ``[1e-3, 1e3]`` and logits
+within ``|z| <= 1e30`` (the bounds of :mod:`cskd_viz.losses`); targets must be class indices in
+``[0, C)``.
+
+Batches of one sample: the cosine of batch predictions of a single sample is 1 in every column
+whatever the logits, so it is undefined rather than perfect agreement. :func:`class_cosine` and
+:meth:`PerClassCosine.compute` return NaN for fewer than two samples in all, and
+:meth:`PerClassCosine.compute_batch_mean` averages only the updates of at least two samples.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -36,11 +48,12 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from cskd_viz._validation import (
+    MIN_CSKD_BATCH,
     check_pair,
     check_positive_int,
-    check_scalar,
     check_temperature,
     check_temperature_range,
+    check_temperature_value,
 )
 
 __all__ = [
@@ -60,6 +73,39 @@ __all__ = [
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 _QUANTILE_NAMES = [f"q{round(q * 100):02d}" for q in QUANTILES]
 _FINE_PER_BIN = 100  # fine histogram bins per display bin, for the quantiles
+
+
+class _Guarded(Metric):
+    """A refused ``update`` or ``forward`` leaves no trace (the subclasses validate before they mutate).
+
+    torchmetrics counts an update (``_update_count``) before running it, and ``forward`` resets the
+    states before its batch update: both are put back when the call raises.
+    """
+
+    def _wrap_update(self, update):
+        wrapped = super()._wrap_update(update)
+
+        @functools.wraps(update)
+        def guarded(*args: Any, **kwargs: Any) -> None:
+            count = self._update_count
+            try:
+                wrapped(*args, **kwargs)
+            except BaseException:
+                self._update_count = count
+                raise
+
+        return guarded
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        states = {name: getattr(self, name) for name in self._defaults}  # forward's reset replaces, never mutates them
+        flags = ("_update_count", "_computed", "_to_sync", "_should_unsync", "compute_on_cpu", "_enable_grad")
+        saved = {name: getattr(self, name) for name in flags}
+        try:
+            return super().forward(*args, **kwargs)
+        except BaseException:
+            for name, value in {**states, **saved}.items():
+                setattr(self, name, value)
+            raise
 
 
 # ----------------------------------------------------------------------------- per-class cosine
@@ -125,10 +171,11 @@ def class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
     Args:
         student_logits: ``(N, C)``.
         teacher_logits: ``(N, C)``.
-        temperature: ``T > 0``.
+        temperature: ``T`` in ``[1e-3, 1e3]``.
 
     Returns:
         ``(C,)`` float64 CPU cosines in ``[0, 1]``; what :class:`PerClassCosine` computes from batches.
+        NaN for ``N = 1``: one sample's column cosines are 1 whatever the logits (undefined for ``N < 2``).
 
     Example:
         >>> z = torch.randn(6, 3)
@@ -136,22 +183,24 @@ def class_cosine(student_logits: Tensor, teacher_logits: Tensor, temperature: fl
         [1.0, 1.0, 1.0]
     """
     _checked_pair(student_logits, teacher_logits)
-    temperature = check_scalar(temperature, "temperature")
+    temperature = check_temperature_value(temperature, "temperature")
     cosine = _host_class_cosine(host_array(student_logits), host_array(teacher_logits), temperature)
     return torch.from_numpy(cosine)
 
 
-class PerClassCosine(Metric):
+class PerClassCosine(_Guarded):
     """Epoch-level per-class cosine of batch predictions, from fixed-size sums.
 
     ``compute()`` is the cosine between the whole epoch's probability columns, equal to
-    :func:`class_cosine` on all the logits at once. ``compute_batch_mean()`` is the other reading
-    of CSKD's cosine: the mean over updates of the per-batch cosines (what the loss saw). Memory is
-    ``O(C)`` whatever the number of updates.
+    :func:`class_cosine` on all the logits at once (NaN while fewer than two samples were seen).
+    ``compute_batch_mean()`` is the other reading of CSKD's cosine: the mean over updates of the
+    per-batch cosines (what the loss saw); an update of one sample adds to ``compute()`` but not to
+    this mean (its cosines are 1 trivially), and the state ``batches`` counts only the updates of at
+    least two samples. Memory is ``O(C)`` whatever the number of updates.
 
     Args:
         num_classes: ``C``.
-        temperature: the softmax temperature ``T``.
+        temperature: the softmax temperature ``T``, in ``[1e-3, 1e3]``.
         **kwargs: ``torchmetrics.Metric`` options (``sync_on_compute``, ``process_group``, ...).
 
     Example:
@@ -168,7 +217,7 @@ class PerClassCosine(Metric):
     def __init__(self, num_classes: int, temperature: float = 4.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.num_classes = check_positive_int(num_classes, "num_classes", type_error=True)
-        self.temperature = check_scalar(temperature, "temperature")
+        self.temperature = check_temperature_value(temperature, "temperature")
         self.add_state("sums", default=_empty_scaled_sums(num_classes), dist_reduce_fx=merge_scaled_sums)
         zeros = torch.zeros(num_classes, dtype=torch.float64)
         self.add_state("batch_cosine_sum", default=zeros, dist_reduce_fx="sum")
@@ -180,20 +229,27 @@ class PerClassCosine(Metric):
         _checked_pair(student_logits, teacher_logits, self.num_classes)
         batch = _scaled_sums(student_logits, teacher_logits, self.temperature).to(self.sums.device)
         self.sums = merge_scaled_sums(torch.stack([self.sums, batch]))
-        self.batch_cosine_sum += _cosine_from_sums(batch)
-        self.batches += 1
+        if student_logits.shape[0] >= MIN_CSKD_BATCH:
+            self.batch_cosine_sum += _cosine_from_sums(batch)
+            self.batches += 1
         self.samples += student_logits.shape[0]
 
     def compute(self) -> Tensor:
-        """``(C,)`` float64 epoch-level cosines."""
-        if int(self.samples) == 0:
+        """``(C,)`` float64 epoch-level cosines (NaN after a single sample: undefined for fewer than two)."""
+        samples = int(self.samples)
+        if samples == 0:
             raise RuntimeError(f"{type(self).__name__}.compute() called before any update()")
+        if samples < MIN_CSKD_BATCH:
+            return torch.full((self.num_classes,), math.nan, dtype=torch.float64, device=self.sums.device)
         return _cosine_from_sums(self.sums)
 
     def compute_batch_mean(self) -> Tensor:
-        """``(C,)`` mean over updates of the per-batch cosines (local to this process)."""
+        """``(C,)`` mean over the updates of at least two samples of their per-batch cosines (local to
+        this process); NaN when every update had a single sample."""
         if int(self.batches) == 0:
-            raise RuntimeError("compute_batch_mean() called before any update()")
+            if int(self.samples) == 0:
+                raise RuntimeError("compute_batch_mean() called before any update()")
+            return torch.full((self.num_classes,), math.nan, dtype=torch.float64, device=self.sums.device)
         return self.batch_cosine_sum / self.batches
 
 
@@ -205,8 +261,8 @@ def _checked_temperatures(temperatures: Tensor) -> Tensor:
         raise TypeError(f"temperatures must be a torch.Tensor (B,), got {type(temperatures).__name__}")
     if temperatures.dim() != 1:
         raise ValueError(f"temperatures must be 1-D (B,), got shape {tuple(temperatures.shape)}")
-    if temperatures.numel():
-        check_temperature(temperatures, temperatures.shape[0], "temperatures")
+    if temperatures.numel():  # detached: statistics of recorded temperatures need no gradient
+        check_temperature(temperatures, temperatures.shape[0], "temperatures", stop_gradient=False)
     return temperatures.detach().double()
 
 
@@ -290,8 +346,10 @@ def _host_class_cosine(student: np.ndarray, teacher: np.ndarray, temperature: fl
     Log-softmax rows at ``T``, each column rescaled so its largest entry is 1 (no underflow for rare
     classes, norms >= 1, no ``eps``), and ``sqrt(a * a) == a`` makes identical columns exactly 1.
     Host-side NumPy on purpose: for small batches a dozen array operations cost less there than as
-    tensor operations.
+    tensor operations. Fewer than two rows: NaN (a single row's column cosines are 1 trivially).
     """
+    if student.shape[-2] < MIN_CSKD_BATCH:
+        return np.full(student.shape[:-2] + student.shape[-1:], np.nan)
     directions = []
     for z in (student / temperature, teacher / temperature):
         z -= z.max(-1, keepdims=True)
@@ -338,7 +396,7 @@ def _fine_index(values: Tensor, t_low: float, t_high: float, bins: int) -> Tenso
     return ((values - t_low) * (fine_bins / width)).floor_().long().clamp_(0, fine_bins - 1)
 
 
-class TemperatureStats(Metric):
+class TemperatureStats(_Guarded):
     """Running statistics of CSWT temperatures: mean, std, min, max, quantiles and a histogram.
 
     Args:
@@ -394,20 +452,15 @@ class TemperatureStats(Metric):
 
 
 def _agreement_counts(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | None) -> Tensor:
-    """``[samples, agree, labelled, student_correct, teacher_correct]`` (int64), validated first."""
-    check_pair(student_logits, teacher_logits)
+    """``[samples, agree, labelled, student_correct, teacher_correct]`` (int64), validated first
+    (logits, and targets as class indices in ``[0, C)``: one read-back for all)."""
+    check_pair(student_logits, teacher_logits, targets)
     pred_s, pred_t = student_logits.argmax(1), teacher_logits.argmax(1)
     n = pred_s.numel()
     agree = (pred_s == pred_t).sum()
     if targets is None:
         zero = agree.new_zeros(())
         return torch.stack([agree.new_tensor(n), agree, zero, zero, zero])
-    if not isinstance(targets, Tensor):
-        raise TypeError(f"targets must be a torch.Tensor of class indices, got {type(targets).__name__}")
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(f"targets must have an integer dtype (class indices), got {targets.dtype}")
-    if targets.shape != pred_s.shape:
-        raise ValueError(f"targets must have shape {tuple(pred_s.shape)}, got {tuple(targets.shape)}")
     targets = targets.to(pred_s.device)
     labelled = agree.new_tensor(n)
     return torch.stack([labelled, agree, labelled, (pred_s == targets).sum(), (pred_t == targets).sum()])
@@ -429,7 +482,7 @@ def agreement(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | 
 
     Args:
         student_logits, teacher_logits: ``(B, C)``.
-        targets: ``(B,)`` integer labels, or ``None``.
+        targets: ``(B,)`` integer labels in ``[0, C)``, or ``None``.
 
     Example:
         >>> agreement(torch.eye(3), torch.eye(3), torch.tensor([0, 1, 0]))["student_accuracy"]
@@ -438,7 +491,7 @@ def agreement(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor | 
     return _agreement_from_counts(_agreement_counts(student_logits, teacher_logits, targets))
 
 
-class Agreement(Metric):
+class Agreement(_Guarded):
     """Top-1 agreement and accuracies over many batches (the dict of :func:`agreement`).
 
     Example:
@@ -464,7 +517,7 @@ class Agreement(Metric):
         return _agreement_from_counts(self.counts)
 
 
-class _Totals(Metric):
+class _Totals(_Guarded):
     """Sums of a fixed-size float64 vector and a count over batches (the Monitor's CE and accuracy sums)."""
 
     full_state_update = False
@@ -475,6 +528,10 @@ class _Totals(Metric):
         self.add_state("count", default=torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
     def update(self, values: Tensor, count: int) -> None:
+        if not isinstance(values, Tensor) or values.shape != self.sums.shape:
+            shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(f"values must be a {tuple(self.sums.shape)} tensor, got {shape}")
+        check_positive_int(count, "count")
         self.sums += values.detach().to(self.sums.device, torch.float64)
         self.count += count
 

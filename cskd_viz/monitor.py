@@ -44,7 +44,6 @@ As a context manager the run ends ``finished``, ``interrupted`` on ``KeyboardInt
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,8 +55,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cskd_viz._step_summary import RawStep, counts_of, host_logits, host_temperatures, summarise
-from cskd_viz._validation import check_positive_int, check_scalar, check_temperature_range
-from cskd_viz.runs import EvalRecord, RunLog, StepRecord, is_run_dir
+from cskd_viz._validation import (
+    check_logits,
+    check_pair,
+    check_positive_int,
+    check_scalar,
+    check_temperature_range,
+    check_temperature_value,
+)
+from cskd_viz.runs import EvalRecord, RunLog, StepRecord
 
 __all__ = ["Monitor", "HIST_BINS"]
 
@@ -77,16 +83,10 @@ def _open_log(run_dir: Any, config: dict[str, Any], overwrite: bool, writes: boo
     if not isinstance(run_dir, (str, os.PathLike)):
         raise TypeError(f"run_dir must be a path, a RunLog or None, got {type(run_dir).__name__}")
     path = Path(run_dir)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"run_dir {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if not is_run_dir(path):
-            raise ValueError(f"run_dir {path} is not empty and is not a cskd_viz run: refusing to write into it")
-        if not overwrite:
-            raise ValueError(f"run_dir {path} already holds a run: pass overwrite=True to replace it, or a new path")
-        shutil.rmtree(path)
     config.setdefault("name", path.name)
-    return RunLog(config, path=path)
+    # RunLog locks the directory first, then checks what it holds and (overwrite) clears it: a run
+    # that another process is writing is refused (RunBusyError, a ValueError), never deleted.
+    return RunLog(config, path=path, overwrite=overwrite)
 
 
 def _named_losses(losses: Any) -> tuple[list[str], list[Any]]:
@@ -181,7 +181,7 @@ class Monitor:
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.log_every = check_positive_int(log_every, "log_every")
         self.total_steps = check_positive_int(total_steps, "total_steps", allow_none=True)
-        self.temperature = check_scalar(temperature, "temperature")
+        self.temperature = check_temperature_value(temperature, "temperature")
         self.t_low, self.t_high = check_temperature_range(t_low, t_high)
         self.flush_interval_s = check_scalar(flush_interval_s, "flush_interval_s", positive=False)
         if self.flush_interval_s < 0:
@@ -427,28 +427,31 @@ class Monitor:
     def closed(self) -> bool:
         return self._closed
 
-    def close(self, status: str = "finished") -> None:
-        """Write the log with its final status (``finished``, ``interrupted`` or ``failed``); later calls do nothing."""
+    def close(self, status: str = "finished", reason: str | None = None) -> None:
+        """Write the log with its final status (``finished``, ``interrupted`` or ``failed``) and, if
+        given, the ``reason`` it ended so (kept in ``config.json``); later calls do nothing."""
         if self._closed:
             return
         if status not in ("finished", "interrupted", "failed"):
             raise ValueError(f"status must be 'finished', 'interrupted' or 'failed', got {status!r}")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, got {type(reason).__name__}")
         self._closed = True
         try:
             self._summarise()
-        except Exception:  # noqa: BLE001 - the log is written with what it has; the error is not lost
-            status = "failed"
+        except Exception as err:  # noqa: BLE001 - the log is written with what it has; the error is not lost
+            status, reason = "failed", reason or _reason_of(err)
             raise
         finally:
-            self._finish(status)
+            self._finish(status, reason)
 
-    def _finish(self, status: str) -> None:
+    def _finish(self, status: str, reason: str | None = None) -> None:
         if self._last_step > self.run_log.progress["step"]:
             self.run_log.set_progress(self._last_step, self._epoch)
         if self.rank == 0:
-            self.run_log.finish(status)
+            self.run_log.finish(status, reason=reason)
         else:
-            self.run_log.status = status
+            self.run_log.status, self.run_log.reason = status, reason
 
     def __enter__(self) -> Monitor:
         return self
@@ -457,16 +460,22 @@ class Monitor:
         if exc_type is None:
             self.close("finished")
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.close("interrupted")
+            self.close("interrupted", reason="KeyboardInterrupt")
         else:
             try:
-                self.close("failed")
+                self.close("failed", reason=_reason_of(exc))
             except Exception:  # noqa: BLE001 - never mask the exception that ended the run
                 pass
         return False
 
     def __repr__(self) -> str:
         return f"Monitor({self.run_log!r}, log_every={self.log_every})"
+
+
+def _reason_of(err: BaseException) -> str:
+    """The first line of ``Type: message`` of the exception that ended a run, at most 200 characters."""
+    text = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _uses_nccl(group: Any) -> bool:
@@ -495,6 +504,11 @@ class _EvalMetrics:
             self._make()
         totals, agreement, cosine = self._metrics
         s = student_logits.detach()
+        # Values first (one read), so that no metric takes a batch another one then refuses.
+        if teacher_logits is not None:
+            check_pair(s, teacher_logits, targets)
+        else:
+            check_logits(s, "student_logits")
         ce = F.cross_entropy(s.float(), targets.to(s.device), reduction="sum")
         correct = (s.argmax(1) == targets.to(s.device)).sum()
         totals.update(torch.stack([ce.double(), correct.double()]), s.shape[0])

@@ -145,6 +145,8 @@ def test_bad_flags_and_paths_exit_2(case, tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and message in err and "Traceback" not in err
+    if case in ("runs dir is a file", "demo out is a file"):  # a path error: one line, no usage text
+        assert err.strip().splitlines() == [f"cskd-viz: error: {err.strip().split('error: ', 1)[1]}"]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")

@@ -8,8 +8,10 @@ Nothing here downloads: an autouse fixture makes any download attempt fail the t
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -114,6 +116,21 @@ def test_dataset_names_are_case_and_underscore_tolerant(tmp_path):
     write_fashion_mnist(tmp_path, n_train=10, n_test=5)
     _, _, info = load_datasets("Fashion_MNIST", root=tmp_path)
     assert info.name == "fashion-mnist"
+
+
+@pytest.mark.parametrize(("spelling", "name"), [("DIGITS", "digits"), ("fashion_mnist", "fashion-mnist"),
+                                                (" Cifar10 ", "cifar10"), ("digits", "digits")])  # fmt: skip
+def test_one_dataset_name_rule_for_loaders_and_run_configs(spelling, name):
+    """load_datasets accepted "DIGITS" and "fashion_mnist" but RunConfig (and so the CLI) refused them."""
+    from cskd_viz.train import RunConfig
+
+    assert data.canonical_dataset_name(spelling) == name
+    config = RunConfig(dataset=spelling, epochs=1)
+    assert config.dataset == name and config.run_name == f"cskd_cswt-cnn_small-{name}-s0"
+    assert config.teacher_config() == RunConfig(dataset=name, epochs=1).teacher_config()  # the same teacher run
+    for bad in ("mnist", "fashion mnist", None):
+        with pytest.raises(ValueError, match=r"dataset must be one of \['cifar10', 'cifar100', 'digits'"):
+            RunConfig(dataset=bad)
 
 
 @pytest.mark.parametrize("name", ["digits", "synthetic"])
@@ -310,10 +327,11 @@ def test_cifar_standin_values(tmp_path, kind, loader, mean, std):
 
 def test_cifar_default_verifies_md5(tmp_path):
     write_cifar(tmp_path, "cifar10")
-    with pytest.raises(
-        FileNotFoundError, match=r"cifar10 not found or corrupted in .*cifar-10-batches-py.*verify=False"
-    ):
+    with pytest.raises(FileNotFoundError, match=r"cifar10 files in .*cifar-10-batches-py fail the md5 check") as err:
         cifar10(root=tmp_path)
+    message = str(err.value)
+    assert "download=True" in message and "https://www.cs.toronto.edu/~kriz/cifar.html" in message
+    assert "verify=False" not in message  # never suggested as the fix for a file that is not the original
 
 
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
@@ -410,3 +428,108 @@ def test_cifar_dataset_rejects_bad_inputs():
         CifarDataset(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(3), (0.5,) * 3, (0.5,) * 3)
     with pytest.raises(ValueError, match="mean and std"):
         CifarDataset(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2), (0.5,), (0.5,))
+
+
+# --- CIFAR files as the official release writes them, and planted ones (issue #14, finding 10) ----
+
+
+def _py2_str(raw: bytes) -> bytes:  # a Python 2 ``str``: SHORT_BINSTRING or BINSTRING
+    return (b"U" + bytes([len(raw)]) + raw) if len(raw) < 256 else (b"T" + len(raw).to_bytes(4, "little") + raw)
+
+
+def _py2_int(v: int) -> bytes:
+    return b"K" + bytes([v]) if 0 <= v < 256 else b"J" + v.to_bytes(4, "little", signed=True)
+
+
+def _py2_obj(obj) -> bytes:
+    """Protocol-2 opcodes as Python 2's cPickle wrote the CIFAR files (str, not unicode; numpy.core arrays)."""
+    if isinstance(obj, dict):
+        return b"}(" + b"".join(_py2_obj(k) + _py2_obj(v) for k, v in obj.items()) + b"u"
+    if isinstance(obj, list):
+        return b"](" + b"".join(_py2_obj(v) for v in obj) + b"e"
+    if isinstance(obj, str):
+        return _py2_str(obj.encode("latin1"))
+    if isinstance(obj, int):
+        return _py2_int(obj)
+    assert isinstance(obj, np.ndarray) and obj.dtype == np.uint8 and obj.ndim == 2
+    dtype = b"cnumpy\ndtype\n" + _py2_str(b"u1") + _py2_int(0) + _py2_int(1) + b"\x87R("
+    dtype += _py2_int(3) + _py2_str(b"|") + b"NNN" + _py2_int(-1) + _py2_int(-1) + _py2_int(0) + b"tb"
+    array = b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + _py2_int(0) + b"\x85" + _py2_str(b"b")
+    shape = _py2_int(obj.shape[0]) + _py2_int(obj.shape[1]) + b"\x86"
+    return array + b"\x87R(" + _py2_int(1) + shape + dtype + b"\x89" + _py2_str(obj.tobytes()) + b"tb"
+
+
+def _rewrite_as_python2(folder) -> dict[str, str]:
+    """Re-write every stand-in file of ``folder`` the way the official files are pickled; their md5 sums."""
+    md5 = {}
+    for path in sorted(folder.iterdir()):
+        entry = pickle.loads(path.read_bytes())
+        path.write_bytes(b"\x80\x02" + _py2_obj(entry) + b".")
+        assert pickle.loads(path.read_bytes(), encoding="bytes")  # what the official files need in Python 3
+        md5[path.name] = hashlib.md5(path.read_bytes()).hexdigest()
+    return md5
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("verify", [False, True])
+def test_cifar_files_pickled_like_the_official_release(tmp_path, monkeypatch, kind, verify):
+    src = write_cifar(tmp_path, kind, n_train=10, n_test=4)
+    md5 = _rewrite_as_python2(tmp_path / ("cifar-10-batches-py" if kind == "cifar10" else "cifar-100-python"))
+    if verify:
+        patch_torchvision_md5(monkeypatch, kind, md5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. numpy 2's DeprecationWarning for the files' numpy.core names
+        train, test, info = load_datasets(kind, root=tmp_path, augment=False, verify=verify)
+    assert torch.equal(stack(train)[1], torch.from_numpy(src["train_labels"]))
+    raw = torch.from_numpy(src["test_images"]).permute(0, 3, 1, 2).float() / 255
+    mean, std = torch.tensor(info.mean).view(3, 1, 1), torch.tensor(info.std).view(3, 1, 1)
+    assert torch.allclose(stack(test)[0], (raw - mean) / std, atol=1e-6)
+    assert info.class_names == tuple(src["classes"])
+
+
+class _Runs:
+    """Unpickling this calls ``call(*args)``: what a planted data file does."""
+
+    def __init__(self, call, *args) -> None:
+        self.call, self.args = call, args
+
+    def __reduce__(self):
+        return (self.call, self.args)
+
+
+def _planted(marker) -> dict[str, object]:
+    import builtins
+
+    return {
+        "os.system": _Runs(os.system, f"touch '{marker}'"),
+        "builtins.eval": _Runs(builtins.eval, f"open({str(marker)!r}, 'w').close()"),
+    }
+
+
+@pytest.mark.parametrize("how", ["os.system", "builtins.eval"])
+@pytest.mark.parametrize("where", ["data_batch_3", "batches.meta"])
+@pytest.mark.parametrize("verify", [False, True])
+def test_planted_cifar_file_is_refused_and_runs_nothing(tmp_path, monkeypatch, how, where, verify):
+    src = write_cifar(tmp_path, "cifar10", n_train=10, n_test=4)
+    marker = tmp_path / "marker"
+    path = tmp_path / "cifar-10-batches-py" / where
+    payload = {"data": _planted(marker)[how], "labels": [1, 2]} if where != "batches.meta" else _planted(marker)[how]
+    path.write_bytes(pickle.dumps(payload, protocol=2))
+    if verify:  # even sums that match the planted file (verify=True) do not make it run
+        patch_torchvision_md5(monkeypatch, "cifar10", {**src["md5"], where: hashlib.md5(path.read_bytes()).hexdigest()})
+    name = r"(posix|nt|os)\.system" if how == "os.system" else r"(__builtin__|builtins)\.eval"  # as pickled
+    expected = rf"{path} is not a genuine CIFAR file: it asks to import {name}, .*refused before anything in it ran"
+    with pytest.raises(data.UnsafeDataFileError, match=expected):
+        cifar10(root=tmp_path, verify=verify)
+    assert not marker.exists()
+
+
+def test_cifar_truncated_file_names_it(tmp_path):
+    write_cifar(tmp_path, "cifar10", n_train=10, n_test=4)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(data.DataFileError, match=rf"{path} is truncated or corrupt"):
+        cifar10(root=tmp_path, verify=False)
+    path.write_bytes(pickle.dumps([1, 2], protocol=2))
+    with pytest.raises(data.DataFileError, match=rf"{path} is not a CIFAR file: it holds a list"):
+        cifar10(root=tmp_path, verify=False)

@@ -42,8 +42,8 @@ def _batches(n_batches=5, b=7, c=6, seed=0, dtype=torch.float64, scale=2.0):
 
 
 @st.composite
-def logit_pairs(draw, max_b: int = 8, max_c: int = 7, scale: float = 20.0):
-    b = draw(st.integers(1, max_b))
+def logit_pairs(draw, max_b: int = 8, max_c: int = 7, scale: float = 20.0, min_b: int = 1):
+    b = draw(st.integers(min_b, max_b))
     c = draw(st.integers(1, max_c))
     elements = st.floats(-scale, scale, allow_nan=False, allow_infinity=False, width=32)
     zs = draw(arrays(np.float64, (b, c), elements=elements))
@@ -125,14 +125,14 @@ def test_diagnostics_have_no_grad(logits):
         assert not value.requires_grad
 
 
-@given(logit_pairs(), st.floats(0.25, 16.0))
+@given(logit_pairs(min_b=2), st.floats(0.25, 16.0))
 def test_property_cosines_in_unit_interval(pair, temperature):
     zs, zt = pair
     for dtype in (torch.float64, torch.float32):
         c = per_class_cosine(zs.to(dtype), zt.to(dtype), temperature)
         s = per_sample_cosine(zs.to(dtype), zt.to(dtype), temperature)
-        tol = 1e-12 if dtype == torch.float64 else 1e-6
-        assert bool((c >= -tol).all()) and bool((c <= 1 + tol).all())
+        # exactly [0, 1], no tolerance: both are clamped (an unclamped float32 cosine can be 1.0000001)
+        assert bool((c >= 0).all()) and bool((c <= 1).all())
         assert bool((s >= 0).all()) and bool((s <= 1).all())
     assert bool((per_sample_kl(zs, zt, temperature) >= 0).all())
     np.testing.assert_allclose(
@@ -172,7 +172,7 @@ def test_float64_in_float64_out(logits64):
         assert value.dtype == torch.float64
 
 
-@pytest.mark.parametrize("shape", [(1, 4), (6, 2), (1, 1), (4, 1)])
+@pytest.mark.parametrize("shape", [(2, 4), (6, 2), (2, 1), (4, 1)])
 @pytest.mark.parametrize("scale", [1.0, 1e4])
 def test_extreme_but_valid_input_is_finite(shape, scale):
     zs, zt = (

@@ -357,5 +357,73 @@ def test_local_mode_is_the_default():
         assert inspect.signature(fn).parameters["group"].default is None
 
 
+# ----------------------------------------------------------------------------- torchrun's environment (issue #14)
+
+TORCHRUN = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+@pytest.fixture
+def torchrun_env(monkeypatch):
+    """Set the torchrun variables given (the others unset)."""
+
+    def setenv(**values: str) -> None:
+        for name in TORCHRUN:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return setenv
+
+
+def test_world_size_alone_lists_what_was_seen_and_what_is_missing(torchrun_env):
+    torchrun_env(WORLD_SIZE="2", MASTER_ADDR="10.0.0.1")
+    with pytest.raises(distributed.DistributedEnvironmentError) as err:
+        with distributed.distributed_session("cpu"):
+            pass
+    message = str(err.value)
+    assert "WORLD_SIZE=2 but RANK, MASTER_PORT is not set" in message
+    assert "seen: MASTER_ADDR=10.0.0.1, MASTER_PORT unset, WORLD_SIZE=2, RANK unset, LOCAL_RANK unset" in message
+    assert isinstance(err.value, RuntimeError) and not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        (dict(RANK="2"), "RANK=2 is not an integer in [0, 1]"),
+        (dict(RANK="zero"), "RANK=zero is not an integer"),
+        (dict(MASTER_PORT="99999"), "MASTER_PORT=99999 is not an integer in [1, 65535]"),
+        (dict(LOCAL_RANK="-1"), "LOCAL_RANK=-1 is not an integer"),
+    ],
+)
+def test_malformed_torchrun_variables_are_named(torchrun_env, values, problem):
+    full = dict(WORLD_SIZE="2", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT="29500", LOCAL_RANK="0")
+    torchrun_env(**{**full, **values})
+    with pytest.raises(distributed.DistributedEnvironmentError, match="torchrun environment is malformed") as err:
+        distributed.check_torchrun_environment()
+    assert problem in str(err.value)
+
+
+def test_one_process_needs_no_torchrun_variables(torchrun_env):
+    torchrun_env()
+    assert distributed.check_torchrun_environment() == 1
+    torchrun_env(WORLD_SIZE="1", RANK="7")  # WORLD_SIZE=1: the rest is ignored
+    with distributed.distributed_session("cpu", timeout_s=1) as world:
+        assert world == 1
+
+
+@pytest.mark.parametrize("timeout_s", [0, -3, float("nan"), float("inf"), True, "60"])
+def test_session_timeout_must_be_a_positive_number(torchrun_env, timeout_s):
+    torchrun_env()
+    with pytest.raises(ValueError, match="timeout_s"):
+        with distributed.distributed_session("cpu", timeout_s=timeout_s):
+            pass
+
+
+def test_session_timeout_defaults_to_60_seconds():
+    import inspect
+
+    assert inspect.signature(distributed.distributed_session).parameters["timeout_s"].default == 60
+
+
 if __name__ == "__main__":
     _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])

@@ -236,7 +236,7 @@ def test_load_teacher_bad_paths(tmp_path):
     with pytest.raises(FileNotFoundError, match="is a directory"):
         load_teacher(tmp_path, "resnet8")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match=r"could not (read|unpickle) teacher checkpoint .*junk\.pth"):
+    with pytest.raises(ValueError, match=r"teacher checkpoint .*junk\.pth' cannot be read: it is not a PyTorch"):
         load_teacher(tmp_path / "junk.pth", "resnet8")
 
 
@@ -260,3 +260,99 @@ def test_load_teacher_not_a_state_dict(tmp_path):
 def test_pickle_of_not_a_tensor_class_is_importable():
     # torch.save needs NotATensor to be importable by pickle from this module.
     assert pickle.loads(pickle.dumps(NotATensor())).__class__.__name__ == "NotATensor"
+
+
+# --- unusable checkpoint files (issue #14, finding 9) --------------------------------------------
+
+
+def _damaged(tmp_path, state) -> dict[str, object]:
+    """Real files of each kind that cannot be a teacher, by name."""
+    good = tmp_path / "good.pth"
+    torch.save({"model": state}, good)
+    raw = good.read_bytes()
+    files = {
+        "empty": b"",
+        "text": b"epoch,loss\n1,0.5\n",  # the old loader said "cannot be read: 101" / KeyError: 101 for such files
+        "truncated": raw[: len(raw) // 2],
+        "truncated-head": raw[:100],
+    }
+    out = {}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        out[name] = tmp_path / name
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"model": state}, legacy, _use_new_zipfile_serialization=False)
+    (tmp_path / "legacy-truncated").write_bytes(legacy.read_bytes()[: legacy.stat().st_size // 2])
+    out["legacy-truncated"] = tmp_path / "legacy-truncated"
+    (tmp_path / "plain.pkl").write_bytes(pickle.dumps({"model": {"fc.weight": [1.0]}}, protocol=2))
+    out["plain-pickle"] = tmp_path / "plain.pkl"
+    return out
+
+
+DAMAGED = {
+    "empty": r"cannot be read: it is empty \(0 bytes\)",
+    "text": r"cannot be read: it is not a PyTorch checkpoint .*starts with b'epoch,loss",
+    "truncated": r"cannot be read: it is truncated or corrupt \(\d+ bytes",
+    "truncated-head": r"cannot be read: it is truncated or corrupt",
+    "legacy-truncated": r"cannot be read: it is truncated or corrupt",
+    "plain-pickle": r"cannot be read: it is a Python pickle, not a PyTorch checkpoint",
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_unreadable_checkpoints_have_one_line_reasons(tmp_path, resnet8_state, case):
+    from cskd_viz.models.checkpoints import CheckpointError
+    from cskd_viz.train import load_checkpoint
+
+    path = _damaged(tmp_path, resnet8_state)[case]
+    with pytest.raises(CheckpointError, match=r"teacher checkpoint .* " + DAMAGED[case]) as err:
+        load_teacher(path, "resnet8")
+    assert "\n" not in str(err.value)
+    with pytest.raises(CheckpointError, match=DAMAGED[case]):
+        load_checkpoint(get_model("resnet8", 100), path)
+
+
+def test_legacy_format_checkpoint_still_loads(tmp_path, resnet8_state):
+    torch.save({"model": resnet8_state}, tmp_path / "old.pth", _use_new_zipfile_serialization=False)
+    assert torch.equal(logits_of(load_teacher(tmp_path / "old.pth", "resnet8")), reference(resnet8_state))
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path, resnet8_state):
+    from cskd_viz.train import load_checkpoint
+
+    state = {k: v.clone() for k, v in resnet8_state.items()}
+    state["fc.weight"][0, :3] = float("nan")
+    state["fc.bias"][1] = float("inf")
+    keys = [k for k, v in state.items() if v.is_floating_point()]
+    for key in keys[:10]:  # more than the message lists
+        state[key].view(-1)[0] = float("nan")
+    torch.save({"model": state}, tmp_path / "nan.pth")
+    with pytest.raises(ValueError, match=r"non-finite weights \(NaN or inf\) in 12 of \d+ tensors: \[conv1\.weight "
+                       r"\(1 of 432 values\), .*\(4 more\)\]") as err:  # fmt: skip
+        load_teacher(tmp_path / "nan.pth", "resnet8")
+    assert "'nan.pth'" in str(err.value) or "nan.pth" in str(err.value)
+    with pytest.raises(ValueError, match="non-finite weights"):
+        load_checkpoint(get_model("resnet8", 100), tmp_path / "nan.pth")
+
+
+def test_dtype_mismatch_is_refused_not_cast(tmp_path, resnet8_state):
+    from cskd_viz.train import load_checkpoint
+
+    state = dict(resnet8_state)
+    state["fc.weight"] = (state["fc.weight"] * 100).long()
+    torch.save({"model": state}, tmp_path / "int.pth")
+    pattern = r"dtype mismatches \(1\): \[fc\.weight: checkpoint torch\.int64 vs model torch\.float32\]"
+    with pytest.raises(ValueError, match=pattern):
+        load_teacher(tmp_path / "int.pth", "resnet8")
+    with pytest.raises(ValueError, match=pattern):
+        load_checkpoint(get_model("resnet8", 100), tmp_path / "int.pth")
+    # a float64 checkpoint is the same kind of number: loaded (as load_state_dict copies it) and equal
+    torch.save({"model": {k: v.double() if v.is_floating_point() else v for k, v in resnet8_state.items()}},
+               tmp_path / "f64.pth")  # fmt: skip
+    assert torch.equal(logits_of(load_teacher(tmp_path / "f64.pth", "resnet8")), reference(resnet8_state))
+
+
+def test_state_dict_entry_with_non_tensors_is_named(tmp_path):
+    torch.save({"model": {"fc.weight": torch.zeros(1), "note": "best"}}, tmp_path / "odd.pth")
+    with pytest.raises(ValueError, match=r"its 'model' entry is not a state dict.*non-tensor entries \(1\): \[note\]"):
+        load_teacher(tmp_path / "odd.pth", "resnet8")

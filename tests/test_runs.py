@@ -306,7 +306,8 @@ def test_list_runs(tmp_path):
     broken = tmp_path / "c"
     _filled(broken, name="c").finish()
     next((broken / "evals").glob("compacted-*.parquet")).write_text("")
-    table = list_runs(tmp_path)
+    with pytest.warns(UserWarning, match=r"skipped the run .*c: .*evals/compacted-\d+\.parquet is corrupt"):
+        table = list_runs(tmp_path)
     assert table["name"].tolist() == ["a", "b", "c"]
     assert table["status"].tolist() == ["interrupted", "finished", "unreadable"]
     assert re.search(r"evals/compacted-\d+\.parquet is corrupt", table["error"].iloc[2])

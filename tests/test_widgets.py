@@ -121,14 +121,20 @@ def test_tuner_clamps_t_low_above_t_high(pair):
     assert not tuner.state()["clamped"]
 
 
-def test_tuner_single_sample():
+def test_tuner_single_sample_is_refused():
+    """One sample's per-class cosines are 1 trivially (d = 0): the tuner needs at least two rows."""
     z = torch.tensor([[2.0, 0.5, -1.0]])
-    tuner = widgets.TemperatureTuner(z + 0.3, z)
+    with pytest.raises(ValueError, match="needs at least 2"):
+        widgets.TemperatureTuner(z + 0.3, z)
+
+
+def test_tuner_two_samples():
+    z = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.5]])
+    tuner = widgets.TemperatureTuner(z + 0.3, z)  # both rows shifted alike: equal similarities
     state = tuner.state()
-    assert state["batch_size"] == 1
+    assert state["batch_size"] == 2 and tuner.batch_slider.min == tuner.batch_slider.max == 2
     assert state["mean_temperature"] == pytest.approx(4.0)  # midpoint of (2, 6)
-    assert state["cosine_distance"] == pytest.approx(0.0, abs=1e-6)  # one entry per column: cosine 1
-    assert tuner.batch_slider.max == 1
+    assert state["cosine_distance"] == pytest.approx(float(losses.batch_cosine_distance(z + 0.3, z, 4.0)), abs=1e-6)
     tuner.t_high_slider.value = 8.0
     assert tuner.state()["mean_temperature"] == pytest.approx(5.0)
 
@@ -170,8 +176,10 @@ def test_tuner_bad_input(pair):
     student, teacher = pair
     with pytest.raises(ValueError, match="t_low must be <= t_high"):
         widgets.TemperatureTuner(student, teacher, t_low=6.0, t_high=2.0)
-    with pytest.raises(ValueError, match="batch_size must be an int in \\[1, 40\\]"):
+    with pytest.raises(ValueError, match="batch_size must be an int in \\[2, 40\\]"):
         widgets.TemperatureTuner(student, teacher, batch_size=41)
+    with pytest.raises(ValueError, match="batch_size must be an int in \\[2, 40\\]"):
+        widgets.TemperatureTuner(student, teacher, batch_size=1)
     with pytest.raises(ValueError, match="same shape"):
         widgets.TemperatureTuner(student, teacher[:, :3])
     with pytest.raises(ValueError, match="temperature must be > 0"):
@@ -262,7 +270,8 @@ def test_run_browser_refresh_finds_new_runs_and_skips_foreign_dirs(runs_dir):
     _write_run(runs_dir, "dist-c", "dist", 0.65)
     (runs_dir / "broken").mkdir()
     (runs_dir / "broken" / "config.json").write_text("{not json")
-    browser.refresh()
+    with pytest.warns(UserWarning, match="skipped the run .*broken: .*cannot parse JSON"):
+        browser.refresh()
     assert len(browser.run_select.options) == 3
     assert "skipped broken" in browser.message.value
 

@@ -11,6 +11,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from cskd_viz._validation import check_figure_size
+
 SEQUENTIAL_CMAP = "viridis"
 
 _METRIC_LABELS = {
@@ -45,6 +47,7 @@ def palette(n: int) -> list[tuple[float, float, float]]:
 
 
 def _figure_and_ax(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+    check_figure_size(figsize)  # the one check of figure sizes for the plots (positive, finite inches)
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -57,6 +60,7 @@ def _figure_and_ax(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figur
 
 def _figure_and_axes(ax: Any, n: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, list[Axes]]:
     """``n`` axes side by side, new or given (``ax``: a sequence of ``n`` Axes, or one Axes when ``n == 1``)."""
+    check_figure_size(figsize)
     if ax is None:
         import matplotlib.pyplot as plt
 

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cskd_viz import diagnostics, losses
-from cskd_viz._validation import check_pair, check_scalar
+from cskd_viz._validation import MIN_CSKD_BATCH, check_pair, check_temperature_value
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -36,14 +36,15 @@ def batch_size_effect_frame(
     replacement (seeded) and compute on that sub-batch:
     ``cosine_distance`` ``d(T) = 1 - mean_j c_j(T)``, ``class_cosine_std`` (population std of the
     per-class cosines ``c_j`` across classes), ``class_cosine_min`` and, for contrast,
-    ``kd_loss`` (a per-sample mean: its expectation does not depend on ``b``). At ``b = 1`` every
-    column has one entry, so every ``c_j = 1`` and ``d = 0``.
+    ``kd_loss`` (a per-sample mean: its expectation does not depend on ``b``). Sizes start at 2:
+    at ``b = 1`` every column has one entry, so every ``c_j = 1`` and ``d = 0`` whatever the logits
+    (the losses refuse such a batch).
 
     Args:
         student_logits: ``(N, C)`` logits to sample from.
         teacher_logits: ``(N, C)``.
-        batch_sizes: sub-batch sizes, each in ``[1, N]``.
-        temperature: ``T > 0``.
+        batch_sizes: sub-batch sizes, each in ``[2, N]``.
+        temperature: ``T`` in ``[1e-3, 1e3]``.
         repeats: random sub-batches per size (``>= 1``).
         seed: seed of the sub-batch draws.
 
@@ -54,14 +55,12 @@ def batch_size_effect_frame(
         >>> import torch
         >>> g = torch.Generator().manual_seed(0)
         >>> s, t = torch.randn(64, 10, generator=g), torch.randn(64, 10, generator=g)
-        >>> f = batch_size_effect_frame(s, t, [1, 8, 64], repeats=3)
-        >>> f.groupby("batch_size")["cosine_distance"].mean().round(6).tolist()[0]
-        0.0
-        >>> len(f)
-        9
+        >>> f = batch_size_effect_frame(s, t, [2, 8, 64], repeats=3)
+        >>> sorted(f["batch_size"].unique().tolist()), len(f)
+        ([2, 8, 64], 9)
     """
     check_pair(student_logits, teacher_logits)
-    temperature = check_scalar(temperature, "temperature")
+    temperature = check_temperature_value(temperature, "temperature")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     n = student_logits.shape[0]
@@ -69,8 +68,11 @@ def batch_size_effect_frame(
     if not sizes:
         raise ValueError(f"batch_sizes must be a non-empty sequence of ints, got {batch_sizes!r}")
     for b in sizes:
-        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not 1 <= b <= n:
-            raise ValueError(f"batch_sizes must hold ints in [1, {n}] (the number of logit rows), got {b!r}")
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or not MIN_CSKD_BATCH <= b <= n:
+            raise ValueError(
+                f"batch_sizes must hold ints in [{MIN_CSKD_BATCH}, {n}] (the number of logit rows; a batch of one "
+                f"has every per-class cosine 1 trivially), got {b!r}"
+            )
     generator = torch.Generator().manual_seed(int(seed))
     student = student_logits.detach().cpu()
     teacher = teacher_logits.detach().cpu()

@@ -10,7 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cskd_viz import losses
-from cskd_viz._validation import check_scalar, check_temperature_range
+from cskd_viz._validation import check_temperature_range, check_temperature_value
 from cskd_viz.plots._common import _as_1d_array, _figure_and_ax, _no_data, _require_frame, palette
 
 # ----------------------------------------------------------------------------- CSWT temperatures
@@ -152,6 +152,8 @@ def plot_cswt_mapping(
         >>> import matplotlib.pyplot as plt; plt.close("all")
     """
     t_low, t_high = check_temperature_range(t_low, t_high)
+    if temperature is not None:  # before a figure exists
+        temperature = check_temperature_value(temperature, "temperature")
     fig, ax = _figure_and_ax(ax, (5.0, 3.5))
     colors = palette(3)
     ax.set_title(title if title is not None else "CSWT mapping: similarity -> temperature")
@@ -176,7 +178,6 @@ def plot_cswt_mapping(
     ax.axhline(t_low, color="0.5", linestyle=":", linewidth=1)
     ax.axhline(t_high, color="0.5", linestyle=":", linewidth=1)
     if temperature is not None:
-        temperature = check_scalar(temperature, "temperature")
         ax.axhline(temperature, color=colors[2], linestyle="--", linewidth=1.2, label=f"fixed T = {temperature:g}")
     top = max(t_high, temperature or t_high)
     ax.set_ylim(max(0.0, t_low - 0.1 * (top - t_low) - 0.5), top + 0.1 * (top - t_low) + 0.5)

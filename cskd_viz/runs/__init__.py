@@ -25,7 +25,14 @@ logging, memory holds only the rows not yet flushed; a background thread behind 
 builds and writes the parts. :func:`load_run` reads ``config.json`` at once and each frame on
 first access. Runs of the first release (schema 1, one CSV per frame) still load, read-only.
 ``status`` is ``"running"``, ``"finished"``, ``"interrupted"`` or ``"failed"`` (an exception other
-than an interrupt ended the run).
+than an interrupt ended the run); ``reason`` may say why (``RunLog.finish(status, reason=...)``).
+Readers report ``"dead"`` (:data:`DEAD`) for a run that says ``running`` but whose writer is gone.
+
+A live writer holds a lock in its run directory and refreshes a heartbeat in ``config.json``
+(:mod:`cskd_viz.runs.ownership`): a second writer of the same directory, an overwrite included, is
+refused with :class:`RunBusyError` while the first lives. Write errors (a full disk) are raised as
+:class:`RunLogWriteError`, an ``OSError`` naming the run directory; a malformed run directory
+gives a :class:`RunLogError` naming the file and the field.
 
 pandas and pyarrow are imported lazily (on first frame access or write), so importing this module
 stays light.
@@ -33,8 +40,10 @@ stays light.
 
 from cskd_viz.runs.loading import compare_runs, is_run_dir, list_runs, load_run, stack_runs
 from cskd_viz.runs.log import RunLog
+from cskd_viz.runs.ownership import RunBusyError
 from cskd_viz.runs.records import (
     CONFIG_FILE,
+    DEAD,
     FORMAT,
     FRAMES,
     SCHEMA_VERSION,
@@ -43,6 +52,7 @@ from cskd_viz.runs.records import (
     SUMMARY_COLUMNS,
     EvalRecord,
     RunLogError,
+    RunLogWriteError,
     StepRecord,
 )
 
@@ -54,8 +64,11 @@ __all__ = [
     "SCHEMA_VERSION",
     "FRAMES",
     "STATUSES",
+    "DEAD",
     "RunLog",
     "RunLogError",
+    "RunLogWriteError",
+    "RunBusyError",
     "StepRecord",
     "EvalRecord",
     "load_run",

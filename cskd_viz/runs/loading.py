@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cskd_viz.runs import store
+from cskd_viz.runs import ownership, store
 from cskd_viz.runs.log import RunLog
 from cskd_viz.runs.records import (  # noqa: F401 - the doctests use them
     CONFIG_FILE,
+    DEAD,
     FORMAT,
     FRAMES,
     READABLE_SCHEMAS,
@@ -37,8 +40,8 @@ def _read_meta(path: Path) -> dict:
         raise RunLogError(f"{path} is not a cskd_viz run directory: {config_file} is missing")
     try:
         meta = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RunLogError(f"{config_file} is corrupt: cannot parse JSON ({err})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise RunLogError(f"{config_file} is corrupt: cannot parse JSON ({store.one_line(err)})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise RunLogError(f'{config_file} is not a cskd_viz run config (expected "format": "{FORMAT}")')
     version = meta.get("schema_version")
@@ -52,9 +55,47 @@ def _read_meta(path: Path) -> dict:
     if not isinstance(meta.get("config"), dict):
         raise RunLogError(f'{config_file} has no "config" object')
     flushed = meta.get("flushed")
-    if flushed is not None and (isinstance(flushed, bool) or not isinstance(flushed, int) or flushed < 0):
-        raise RunLogError(f"{config_file} has a malformed flushed: {flushed!r} (a non-negative int)")
+    if flushed is not None and not _is_index(flushed):
+        raise RunLogError(f"{config_file} has a malformed flushed: {_short(flushed)} (a non-negative int)")
+    _check_fields(meta, config_file)
     return meta
+
+
+def _is_index(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value < 2**63
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# Fields of "config" that readers use (tables, plots), and what they must be when present.
+_CONFIG_FIELDS = {
+    **dict.fromkeys(("name", "method", "dataset", "student", "teacher"), (str,)),
+    "t_low": (int, float),
+    "t_high": (int, float),
+}
+
+
+def _check_fields(meta: dict, config_file: Path) -> None:
+    """The fields of ``config.json`` readers use besides the format ones: RunLogError naming the field."""
+    progress = meta.get("progress", {})
+    if not isinstance(progress, dict):
+        raise RunLogError(f"{config_file} has a malformed progress: {_short(progress)} (an object)")
+    for key in ("step", "epoch"):
+        if not _is_index(progress.get(key, 0)):
+            raise RunLogError(f"{config_file} has a malformed progress.{key}: {_short(progress.get(key))}")
+    for key in ("reason", "run_id", "created", "updated", "heartbeat"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise RunLogError(f"{config_file} has a malformed {key}: {_short(meta[key])} (a string or null)")
+    for key, kinds in _CONFIG_FIELDS.items():
+        value = meta["config"].get(key)
+        if value is None:
+            continue
+        bad = isinstance(value, bool) or not isinstance(value, kinds)
+        if bad or (isinstance(value, float) and not math.isfinite(value)):
+            raise RunLogError(f"{config_file} has a malformed config.{key}: {_short(value)}")
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -71,7 +112,10 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
 
     Only ``config.json`` is read at once; each frame is read on its first access (and, for a run
     that is still being written, only its new parts on later accesses). A finished run whose parts
-    were never compacted is compacted now, when the directory is writable.
+    were never compacted is compacted now, when the directory is writable and no writer holds it.
+    The loaded log is read-only; its ``status`` is ``"dead"`` when ``config.json`` says
+    ``running`` but the writer is gone (its lock is free and its heartbeat stale,
+    :mod:`cskd_viz.runs.ownership`; telling so changes no file), and ``reason`` says why it ended.
 
     Args:
         path: the run directory.
@@ -81,8 +125,9 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
 
     Raises:
         RunLogError: (a ``ValueError``) for a missing, corrupt or foreign directory, naming the
-            file at fault: no ``config.json``, invalid JSON, wrong format or schema version, a
-            missing or unparseable CSV.
+            file at fault and the field: no ``config.json``, invalid JSON, wrong format or schema
+            version, a malformed field (``progress.step``, ``status``, ``flushed``, ...), a
+            missing or unparseable CSV; a corrupt or malformed Parquet file when a frame is read.
 
     Example:
         >>> import tempfile
@@ -113,30 +158,39 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
         for name in FRAMES:
             log._cache[name] = (log._select_frame(name, store.read_csv_frame(path, name)), 10**18)
     elif log.status == "finished" and any(store.part_files(path, name) for name in FRAMES) and os.access(path, os.W_OK):
-        try:
-            store.remove(store.compact(path, upto=meta.get("flushed")))
-        except OSError:  # a full or read-only disk: the parts read the same
-            pass
+        _compact_left_over(path, meta)
     return log
 
 
+def _compact_left_over(path: Path, meta: dict) -> None:
+    """Compact a finished run killed before it deleted its parts, unless a writer holds it (an overwrite)."""
+    try:
+        claim = ownership.acquire(path, retry_s=0.0)
+    except (RunLogError, OSError):
+        return
+    try:
+        if _read_meta(path).get("run_id") == meta.get("run_id"):
+            store.remove(store.compact(path, upto=meta.get("flushed")))
+    except (RunLogError, OSError):  # a full or read-only disk: the parts read the same
+        pass
+    finally:
+        claim.release()
+
+
 def _apply_meta(log: RunLog, meta: dict) -> None:
-    """What ``config.json`` says, onto a loaded log: identity, status, progress and its last flush."""
+    """What ``config.json`` says (checked by ``_read_meta``), onto a loaded log: identity, status (``dead``
+    for a ``running`` run without a live writer), reason, progress and its last flush."""
     log.config, log.run_id = meta["config"], meta.get("run_id")
     log.status = meta["status"]
-    log.created = meta.get("created", log.created)
-    log.updated = meta.get("updated", log.updated)
+    if log.status == "running" and ownership.is_dead(log.path, meta):
+        log.status = DEAD
+    log.reason = meta.get("reason")
+    log.created = meta.get("created") or log.created
+    log.updated = meta.get("updated") or log.updated
     progress = meta.get("progress") or {}
-    log.progress = {key: _progress(progress, key, log.path) for key in ("step", "epoch")}
+    log.progress = {key: progress.get(key, 0) for key in ("step", "epoch")}
     with log._lock:
         log._committed = meta.get("flushed")  # None: a run of before "flushed" existed, read every part
-
-
-def _progress(progress: Any, key: str, path: Path) -> int:
-    value = progress.get(key, 0) if isinstance(progress, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise RunLogError(f"{path / CONFIG_FILE} has a malformed progress.{key}: {value!r}")
-    return value
 
 
 def _as_log(run: RunLog | str | os.PathLike) -> RunLog:
@@ -150,8 +204,13 @@ def _as_log(run: RunLog | str | os.PathLike) -> RunLog:
 def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
     """One summary row per run directory under ``root`` (see :func:`compare_runs` for columns).
 
-    Sub-directories that are not runs are skipped; runs that fail to load appear with status
-    ``"unreadable"`` and the reason in an ``error`` column. A missing ``root`` gives an empty frame.
+    Sub-directories without a ``config.json`` are skipped. A run whose ``config.json`` or ``evals``
+    cannot be read (the files the summary needs) appears with status ``"unreadable"`` and the
+    reason in an ``error`` column, and gives one warning naming the run and the reason; the other
+    runs are listed all the same. (Its other frames are read, and checked, when they are used.)
+    ``status`` is ``"dead"`` for a run that says ``running`` but whose writer is gone
+    (:mod:`cskd_viz.runs.ownership`). Extra columns: ``created``, ``error``. A missing ``root``
+    gives an empty frame.
 
     Example:
         >>> import tempfile
@@ -169,12 +228,10 @@ def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
             if not (child / CONFIG_FILE).is_file():
                 continue
             try:
-                meta = _read_meta(child)
-                evals = load_run(child).evals
-                row = _summary(meta["config"], meta["status"], meta.get("progress") or {}, evals, child)
-                row["created"] = meta.get("created")
-                row["error"] = None
+                log = load_run(child)
+                row = {**log.summary(), "path": str(child), "created": log.created, "error": None}
             except RunLogError as err:
+                warnings.warn(f"skipped the run {child}: {store.one_line(err, 400)}", stacklevel=2)
                 row = dict.fromkeys(SUMMARY_COLUMNS)
                 row.update(name=child.name, status="unreadable", path=str(child), created=None, error=str(err))
             rows.append(row)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+import time
 import uuid
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cskd_viz.runs import store
+from cskd_viz.runs import ownership, store
 from cskd_viz.runs.records import (
     CONFIG_FILE,
     FORMAT,
@@ -21,16 +24,24 @@ from cskd_viz.runs.records import (
     STATUSES,
     EvalRecord,
     RunLogError,
+    RunLogWriteError,
     StepRecord,
+    _histogram,
+    _index,
     _json_safe,
     _now,
+    _number,
     _summary,
+    _values,
+    write_error,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
 
 STEP_FRAMES = ("steps", "class_cosine", "temperatures", "temperature_hist")
+# What reading a stored file that does not follow the format can raise, besides RunLogError.
+_CORRUPT = (ValueError, TypeError, AttributeError, OverflowError, KeyError, IndexError, FileNotFoundError)
 
 
 class RunLog:
@@ -40,9 +51,20 @@ class RunLog:
         config: the run's configuration (a ``RunConfig.to_dict()`` or any JSON-able mapping);
             should hold ``name`` and ``method``.
         path: the run directory; ``None`` keeps the log in memory only (``flush`` is a no-op).
-            The directory is created and a loadable, empty log is written at once; a directory
-            that already holds a run is refused (``RunLogError``).
+            The directory is created, locked for this writer (:mod:`cskd_viz.runs.ownership`: the
+            lock is held until :meth:`finish`, and a heartbeat thread refreshes ``config.json``
+            meanwhile) and a loadable, empty log is written at once. Refused with ``RunLogError``:
+            a directory another live writer holds (``RunBusyError``), one that holds a run (unless
+            ``overwrite``) or anything else.
         status: initial status.
+        overwrite: replace a run at ``path``: its files are deleted while the lock is held.
+        claim: a :class:`~cskd_viz.runs.ownership.RunClaim` already held on ``path`` (from
+            :func:`~cskd_viz.runs.ownership.claim_new_dir`), which this log takes over.
+
+    Write errors (a full disk, ...) are raised as
+    :class:`~cskd_viz.runs.RunLogWriteError` (an ``OSError``, one line naming the run directory);
+    what was written before stays and loads. Every method checks its arguments before it changes
+    anything, so a refused call leaves the log as it was.
 
     Frames are DataFrame attributes: ``steps``, ``class_cosine``, ``temperatures``,
     ``temperature_hist``, ``evals``. Rows logged since the last :meth:`flush` live in memory; the
@@ -55,13 +77,22 @@ class RunLog:
         (['step', 'epoch', 'loss', 'loss_ce'], 'running')
     """
 
-    def __init__(self, config: Mapping[str, Any], path: str | os.PathLike | None = None, status: str = "running"):
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        path: str | os.PathLike | None = None,
+        status: str = "running",
+        *,
+        overwrite: bool = False,
+        claim: ownership.RunClaim | None = None,
+    ):
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a mapping, got {type(config).__name__}")
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
         self.config: dict[str, Any] = dict(config)
         self.status = status
+        self.reason: str | None = None  # why the run ended as it did, e.g. "loss became NaN at step 131"
         self.path: Path | None = Path(path) if path is not None else None
         self.progress: dict[str, int] = {"step": 0, "epoch": 0}
         self.created = self.updated = _now()
@@ -79,11 +110,29 @@ class RunLog:
         self._writer: store.PartWriter | None = None
         self._selection: tuple[slice | None, int | None] = (None, None)
         self._widths: dict[str, int] = {}
+        self._io_lock = threading.RLock()  # config.json writes: the writer's and the heartbeat's
+        self._claim: ownership.RunClaim | None = None
+        self._beat_stop: threading.Event | None = None
+        self._beat_thread: threading.Thread | None = None
+        self._last_meta: dict[str, Any] | None = None  # the last config.json written (flushes it confirms)
+        self._last_write = 0.0
         if self.path is not None:
-            if (self.path / CONFIG_FILE).exists():
-                raise RunLogError(f"{self.path} already holds a run: load it with load_run, or use a new directory")
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.flush()
+            self._claim = self._take(claim, overwrite)
+            try:
+                self.flush()
+            except BaseException:
+                self._end_ownership()
+                raise
+            self._start_heartbeat()
+
+    def _take(self, claim: ownership.RunClaim | None, overwrite: bool) -> ownership.RunClaim:
+        if claim is None:
+            return ownership.claim(self.path, overwrite)
+        if not isinstance(claim, ownership.RunClaim) or not claim.held:
+            raise TypeError(f"claim must be a RunClaim this process holds, got {claim!r}")
+        if os.path.realpath(claim.path) != os.path.realpath(self.path):
+            raise ValueError(f"claim is for {claim.path}, not for {self.path}")
+        return claim
 
     # ------------------------------------------------------------------ frames
     @property
@@ -130,10 +179,16 @@ class RunLog:
             flying = {seq: rows[name] for seq, rows in self._inflight.items() if rows[name]}
         if self.path is not None and self.path.is_dir():
             before = self._raw_rows.get(name, 0)
-            table, last = self._read_new(name, through, upto, before)
+            try:
+                table, last = self._read_new(name, through, upto, before)
+                fresh = store.table_to_frame(name, self._select(name, table)) if table is not None else None
+            except RunLogError:
+                raise
+            except (*_CORRUPT, store.arrow_error()) as err:  # a safety net: store checks each file it reads
+                why = f"{type(err).__name__}: {store.one_line(err)}"
+                raise RunLogError(f"{self.path / name} is corrupt: {why}") from None
             if table is not None:
                 self._raw_rows[name] = before + table.num_rows
-                fresh = store.table_to_frame(name, self._select(name, table))
                 cached = fresh if cached is None else pd.concat([cached, fresh], ignore_index=True)
                 self._cache[name] = (cached, last)
                 through = last
@@ -232,6 +287,7 @@ class RunLog:
 
         The whole record is checked before anything is appended, so a refused record leaves no trace.
         """
+        self._check_recording()
         if not isinstance(record, StepRecord):
             raise TypeError(f"record must be a StepRecord, got {type(record).__name__}")
         step, epoch = _index(record.step, "step"), _index(record.epoch, "epoch")
@@ -263,17 +319,28 @@ class RunLog:
             raise ValueError(f"record.class_cosine has {width} classes, earlier records had {known}")
 
     def log_eval(self, record: EvalRecord) -> None:
-        """Append one evaluation to ``evals``."""
+        """Append one evaluation to ``evals`` (and move ``progress`` to its step and epoch)."""
+        self._check_recording()
         if not isinstance(record, EvalRecord):
             raise TypeError(f"record must be an EvalRecord, got {type(record).__name__}")
         step, epoch = _index(record.step, "step"), _index(record.epoch, "epoch")
         metrics = _values(record.metrics, "record.metrics")
-        self._pending["evals"].append({"epoch": epoch, "step": step, "split": str(record.split), **metrics})
-        self.set_progress(step, epoch)
+        if not isinstance(record.split, str) or not record.split:
+            raise TypeError(f"record.split must be a non-empty str, got {record.split!r}")
+        self._pending["evals"].append({"epoch": epoch, "step": step, "split": record.split, **metrics})
+        self.progress = {"step": step, "epoch": epoch}
 
     def set_progress(self, step: int, epoch: int) -> None:
         """Record how far training got (written to ``config.json`` on the next flush)."""
+        self._check_recording()
         self.progress = {"step": _index(step, "step"), "epoch": _index(epoch, "epoch")}
+
+    def _check_recording(self) -> None:
+        if not self._own:
+            raise RunLogError(
+                f"the run {self.path} was loaded from disk: it is read-only (its writer records into it; "
+                "refresh() shows what it wrote since)"
+            )
 
     # ------------------------------------------------------------------ disk
     def _meta(self, flushed: int) -> dict[str, Any]:
@@ -284,9 +351,11 @@ class RunLog:
             "flushed": flushed,
             "run_id": self.run_id,
             "status": self.status,
+            "reason": self.reason,
             "progress": dict(self.progress),
             "created": self.created,
             "updated": self.updated,
+            "writer": ownership.writer_info(),
             "config": _json_safe(self.config),
         }
 
@@ -297,28 +366,32 @@ class RunLog:
             background: hand the rows to a background thread and return (a bounded queue: when it is
                 full this waits); writes keep their order, and a later synchronous flush, ``wait()`` or
                 ``finish()`` re-raises an error one of them met (its rows are written again next time).
+
+        Raises:
+            RunLogWriteError: the disk refused a write (its rows stay pending: written again next time).
         """
         if self.path is None:
             return
-        if self.schema_version != SCHEMA_VERSION:
-            raise RunLogError(f"{self.path} is a schema-{self.schema_version} run: it is read-only")
-        self._check_writer()
-        self._seq += 1
-        rows, self._pending = self._pending, {name: [] for name in FRAMES}
-        job = (self._seq, rows, self._meta(self._seq))
-        with self._lock:
-            self._inflight[self._seq] = rows
-        if background:
-            if self._writer is None:
-                self._writer = store.PartWriter(self._write_job)
-            self._writer.submit(job)
-            return
-        self.wait()
-        try:
-            self._write_job(job)
-        except BaseException:
-            self._restore_failed()
-            raise
+        self._check_writable()
+        with self._writing():
+            self._check_writer()
+            self._own_dir()
+            self._seq += 1
+            rows, self._pending = self._pending, {name: [] for name in FRAMES}
+            job = (self._seq, rows, self._meta(self._seq))
+            with self._lock:
+                self._inflight[self._seq] = rows
+            if background:
+                if self._writer is None:
+                    self._writer = store.PartWriter(self._write_job)
+                self._writer.submit(job)
+                return
+            self.wait()
+            try:
+                self._write_job(job)
+            except BaseException:
+                self._restore_failed()
+                raise
 
     def _write_job(self, job: tuple[int, dict[str, list], dict]) -> None:
         """Write one flush: each frame's part, then ``config.json``; undo the parts if anything fails."""
@@ -352,9 +425,10 @@ class RunLog:
 
     def wait(self) -> None:
         """Wait until background writes are on disk; re-raise an error one of them met."""
-        if self._writer is not None:
-            self._writer.wait()
-        self._check_writer()
+        with self._writing():
+            if self._writer is not None:
+                self._writer.wait()
+            self._check_writer()
 
     def _check_writer(self) -> None:
         if self._writer is not None and self._writer.error is not None:
@@ -363,108 +437,173 @@ class RunLog:
             self._restore_failed()
             raise error
 
-    def finish(self, status: str = "finished") -> None:
-        """Write the last rows and compact every frame into one file, then the final status.
+    def _check_writable(self) -> None:
+        if self.schema_version != SCHEMA_VERSION:
+            raise RunLogError(f"{self.path} is a schema-{self.schema_version} run: it is read-only")
+        self._check_recording()
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """Raise an ``OSError`` of the disk as one :class:`RunLogWriteError` naming the run directory."""
+        try:
+            yield
+        except RunLogWriteError:
+            raise
+        except OSError as err:
+            raise write_error(self.path, err) from err
+
+    # ------------------------------------------------------------------ ownership
+    def _own_dir(self) -> None:
+        """Hold the run's lock before writing. It is taken at creation; once :meth:`finish` released it,
+        a later write takes it again, unless another run took the directory meanwhile."""
+        if self._claim is not None and self._claim.held:
+            return
+        claim = ownership.acquire(self.path)
+        try:
+            run_id = json.loads((self.path / CONFIG_FILE).read_text(encoding="utf-8")).get("run_id")
+        except (OSError, ValueError, AttributeError):
+            run_id = None
+        if run_id != self.run_id:
+            claim.release()
+            raise RunLogError(f"{self.path} now holds another run (or none): this log cannot write there any more")
+        self._claim = claim
+        self._start_heartbeat()
+
+    def _start_heartbeat(self) -> None:
+        if self._beat_thread is not None:
+            return
+        self._beat_stop = threading.Event()
+        self._beat_thread = threading.Thread(
+            target=ownership.heartbeat,
+            args=(weakref.ref(self), self._beat_stop),
+            name="cskd_viz-runlog-heartbeat",
+            daemon=True,
+        )
+        self._beat_thread.start()
+
+    def _beat(self) -> None:
+        """Rewrite ``config.json`` as last written with a fresh ``heartbeat`` (from the heartbeat thread;
+        skipped when a flush wrote it lately)."""
+        with self._io_lock:
+            if self._last_meta is None or self._claim is None or not self._claim.held:
+                return
+            if time.monotonic() - self._last_write < ownership.HEARTBEAT_INTERVAL_S / 2:
+                return
+            self._write_config(dict(self._last_meta))
+
+    def _end_ownership(self) -> None:
+        """Stop the heartbeat and release the lock (readers may now tell the run dead, if it says running)."""
+        stop, thread = self._beat_stop, self._beat_thread
+        self._beat_stop = self._beat_thread = None
+        if stop is not None:
+            stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5.0)
+        with self._io_lock:
+            if self._claim is not None:
+                self._claim.release(remove=True)  # a finished run directory holds no lock file
+
+    # ------------------------------------------------------------------ the end
+    def finish(self, status: str = "finished", reason: str | None = None) -> None:
+        """Write the last rows and compact every frame into one file, then the final status; release the run.
 
         The rows logged since the last flush go straight into the compacted files (no last part to
         write and read back). The status goes last, so a run killed while compacting still says
-        ``running``: a reader never sees ``finished`` before every row is in place.
+        ``running``: a reader never sees ``finished`` before every row is in place. When writing
+        fails (a full disk), ``config.json`` is still written, if the disk lets it, with the final
+        status over the rows written before, and the error is raised; the rows not written stay
+        pending, for a later ``finish()``. The lock and the heartbeat end in every case.
+
+        Args:
+            status: ``finished``, ``interrupted`` or ``failed`` (or ``running``).
+            reason: why the run ended so, kept as ``reason`` in ``config.json`` (e.g. ``"loss became
+                NaN at step 131 (lr 1000.0): lower --lr"``).
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"reason must be a str or None, got {type(reason).__name__}")
+        if self.path is None:
+            self.status, self.reason = status, reason
+            return
+        self._check_writable()
         try:
-            if self.path is None:
-                self.status = status
-                return
-            if self.schema_version != SCHEMA_VERSION:
-                raise RunLogError(f"{self.path} is a schema-{self.schema_version} run: it is read-only")
-            self.wait()
-            rows, self._pending = self._pending, {name: [] for name in FRAMES}
-            final = self._seq + 1 if any(rows.values()) else self._committed
-            written: list[Path] = []
-            committed = self._committed
-            try:
-                obsolete = store.compact(self.path, committed, rows, final, written=written)
-                with self._lock:
-                    self._committed = final
-                self.status = status
-                self._write_meta()
-            except BaseException:
-                store.remove(written)  # no compacted file may outlive a failed finish: its rows go back
-                with self._lock:
-                    self._committed = committed
-                self.status = "running" if self.status == status else self.status
-                for name, frame_rows in rows.items():
-                    self._pending[name][:0] = frame_rows
-                raise
-            self._seq = max(self._seq, final)
-            store.remove(obsolete)
+            with self._writing():
+                self._own_dir()
+                self._finish_files(status, reason)
         finally:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            self._end_ownership()
+
+    def _finish_files(self, status: str, reason: str | None) -> None:
+        try:
+            self.wait()
+        except BaseException:
+            self._final_status_anyway(status, reason)
+            raise
+        rows, self._pending = self._pending, {name: [] for name in FRAMES}
+        final = self._seq + 1 if any(rows.values()) else self._committed
+        written: list[Path] = []
+        committed = self._committed
+        try:
+            obsolete = store.compact(self.path, committed, rows, final, written=written)
+            with self._lock:
+                self._committed = final
+            self.status, self.reason = status, reason
+            self._write_meta()
+        except BaseException:
+            store.remove(written)  # no compacted file may outlive a failed finish: its rows go back
+            with self._lock:
+                self._committed = committed
+            for name, frame_rows in rows.items():
+                self._pending[name][:0] = frame_rows
+            self._final_status_anyway(status, reason)
+            raise
+        self._seq = max(self._seq, final)
+        store.remove(obsolete)
+
+    def _final_status_anyway(self, status: str, reason: str | None) -> None:
+        """After a failed finish: ``config.json`` with the final status over the rows already on disk,
+        if the disk takes it (else the run stays ``running`` on disk, and readers tell it dead later)."""
+        self.status, self.reason = status, reason
+        for _ in range(2):
+            try:
+                self._write_meta()
+                return
+            except OSError:  # a full disk: free the lock file's reserve (the lock stays) and try once more
+                if self._claim is None or not self._claim.free_reserve():
+                    break
+            except Exception:  # noqa: BLE001 - the error that made finish fail is the one raised
+                break
+        self.status = "running"
 
     def _write_meta(self) -> None:
         self._write_config(self._meta(self._committed))
 
     def _write_config(self, meta: dict[str, Any]) -> None:
-        text = (json.dumps(meta, indent=2) + "\n").encode()
-        self.bytes_written += store.atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_bytes(text))
+        with self._io_lock:
+            meta["heartbeat"] = _now("milliseconds")
+            text = (json.dumps(meta, indent=2) + "\n").encode()
+            self.bytes_written += store.atomic_write(self.path / CONFIG_FILE, lambda tmp: tmp.write_bytes(text))
+            self._last_meta, self._last_write = meta, time.monotonic()
 
     def compact(self) -> None:
         """Merge each frame's parts into one file (a crash at any moment leaves a run that loads)."""
         if self.path is None or self.schema_version != SCHEMA_VERSION:
             return
-        self.wait()
-        store.remove(store.compact(self.path, upto=self._confirmed()))
+        self._check_writable()
+        with self._writing():
+            self._own_dir()
+            self.wait()
+            store.remove(store.compact(self.path, upto=self._confirmed()))
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
         """One row of :func:`compare_runs`: final/best test accuracy, agreement, ``d(T)``, steps, status."""
-        return _summary(self.config, self.status, self.progress, self.evals, self.path)
+        return _summary(self.config, self.status, self.progress, self.evals, self.path, self.reason)
 
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path is not None else ""
         return f"RunLog(name={self.name!r}, status={self.status!r}, steps={self.progress['step']}{where})"
-
-
-def _index(value: Any, name: str) -> int:
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"record.{name} must be a non-negative int, got {value!r}")
-    return value
-
-
-def _values(mapping: Any, name: str) -> dict[str, float | None]:
-    """A record's named numbers, checked; ``step`` and ``epoch`` are the record's own fields."""
-    if not isinstance(mapping, Mapping):
-        raise TypeError(f"{name} must be a dict of numbers, got {type(mapping).__name__}")
-    out = {}
-    for key, value in mapping.items():
-        if not isinstance(key, str) or key in ("step", "epoch", "split", "class"):
-            raise ValueError(f"{name} has the key {key!r}: keys are names of values, not step/epoch/split/class")
-        out[key] = _number(value, f"{name}[{key!r}]")
-    return out
-
-
-def _histogram(step: int, bins: Any) -> tuple[int, list, list, list]:
-    try:
-        triples = [(float(left), float(right), int(count)) for left, right, count in bins]
-    except (TypeError, ValueError):
-        raise ValueError("record.temperature_hist must be a list of (bin_left, bin_right, count) triples") from None
-    if not triples:
-        raise ValueError("record.temperature_hist is empty: give its bins, or None")
-    lefts, rights, counts = (list(column) for column in zip(*triples, strict=True))
-    return step, lefts, rights, counts
-
-
-def _number(value: Any, name: str) -> float | None:
-    """A record value as a plain float (numpy and torch scalars too); ``None`` stays missing."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    return float(value)

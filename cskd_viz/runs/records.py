@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)  # 1: the CSV layout of the first release, read-only
 FORMAT = "cskd_viz.run"
-STATUSES = ("running", "finished", "interrupted", "failed")
+STATUSES = ("running", "finished", "interrupted", "failed")  # what config.json may say
+# What a reader reports for a run whose config.json says "running" but whose writer is gone: its
+# lock is free and its heartbeat is stale (cskd_viz.runs.ownership). Never written to disk.
+DEAD = "dead"
 CONFIG_FILE = "config.json"
 
 # Column order of each frame. For ``steps`` the method's ``loss_*`` terms go right after ``loss``.
@@ -54,11 +57,32 @@ SUMMARY_COLUMNS = (
     "teacher",
     "teacher_accuracy",
     "path",
+    "reason",
 )
 
 
 class RunLogError(ValueError):
-    """A run directory that cannot be read: missing or corrupt files, a foreign directory."""
+    """A run directory that cannot be read or used: missing or corrupt files (the message names the
+    file and the field), a foreign directory, a run another process is writing."""
+
+
+class RunLogWriteError(OSError):
+    """Writing a run log failed (a full disk, a read-only or vanished directory): a one-line message
+    ``could not write the run log <dir>: <why>``, the ``errno`` of the ``OSError`` that caused it
+    (chained as ``__cause__``). What was written before stays, and the run loads."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def write_error(path: Path | None, err: OSError) -> RunLogWriteError:
+    """``err`` as a :class:`RunLogWriteError` naming the run directory ``path`` (raise it ``from err``)."""
+    if isinstance(err, RunLogWriteError):
+        return err
+    why = err.strerror or str(err) or type(err).__name__
+    if err.filename and err.strerror:
+        why = f"{why} ({err.filename})"
+    return RunLogWriteError(err.errno, f"could not write the run log {path}: {' '.join(str(why).split())}")
 
 
 @dataclass
@@ -96,6 +120,56 @@ class EvalRecord:
     class_cosine: list[float] | None = field(default=None, repr=False)
 
 
+_MAX_INDEX = 2**63 - 1  # steps and epochs are stored as int64
+
+
+def _index(value: Any, name: str) -> int:
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_INDEX:
+        raise ValueError(f"record.{name} must be a non-negative int (below 2**63), got {value!r}")
+    return value
+
+
+def _values(mapping: Any, name: str) -> dict[str, float | None]:
+    """A record's named numbers, checked; ``step`` and ``epoch`` are the record's own fields."""
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"{name} must be a dict of numbers, got {type(mapping).__name__}")
+    out = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str) or key in ("step", "epoch", "split", "class"):
+            raise ValueError(f"{name} has the key {key!r}: keys are names of values, not step/epoch/split/class")
+        out[key] = _number(value, f"{name}[{key!r}]")
+    return out
+
+
+def _histogram(step: int, bins: Any) -> tuple[int, list, list, list]:
+    try:
+        triples = [(float(left), float(right), int(count)) for left, right, count in bins]
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("record.temperature_hist must be a list of (bin_left, bin_right, count) triples") from None
+    if not triples:
+        raise ValueError("record.temperature_hist is empty: give its bins, or None")
+    if any(not 0 <= count <= _MAX_INDEX for _, _, count in triples):
+        raise ValueError("record.temperature_hist counts must be non-negative ints below 2**63")
+    lefts, rights, counts = (list(column) for column in zip(*triples, strict=True))
+    return step, lefts, rights, counts
+
+
+def _number(value: Any, name: str) -> float | None:
+    """A record value as a plain float (numpy and torch scalars too); ``None`` stays missing."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is too large for a float64: {str(value)[:20]}...") from None
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}
@@ -112,11 +186,13 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _now(timespec: str = "seconds") -> str:
+    return datetime.now(timezone.utc).isoformat(timespec=timespec)
 
 
-def _summary(config: Mapping, status: str, progress: Mapping, evals: pd.DataFrame, path: Path | None) -> dict:
+def _summary(
+    config: Mapping, status: str, progress: Mapping, evals: pd.DataFrame, path: Path | None, reason: str | None = None
+) -> dict:
     nan = float("nan")
     test = evals[evals["split"] == "test"] if len(evals) else evals
 
@@ -139,4 +215,5 @@ def _summary(config: Mapping, status: str, progress: Mapping, evals: pd.DataFram
         "teacher": config.get("teacher"),
         "teacher_accuracy": last("teacher_accuracy"),
         "path": str(path) if path is not None else None,
+        "reason": reason,
     }

@@ -44,6 +44,18 @@ def _pa():
     return pa, pq
 
 
+def arrow_error() -> type[Exception]:
+    """pyarrow's base exception (``ArrowInvalid``, ...), imported lazily."""
+    pa, _ = _pa()
+    return pa.ArrowException
+
+
+def one_line(err: BaseException, limit: int = 200) -> str:
+    """An error's message on one line, at most ``limit`` characters."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def part_path(directory: Path, frame: str, seq: int) -> Path:
     """Where flush ``seq`` writes ``frame``'s rows (the frame's directory is created on first use)."""
     folder = directory / frame
@@ -140,6 +152,9 @@ def table_to_frame(frame: str, table: pa.Table | None) -> pd.DataFrame:
         )
     if frame == "temperature_hist":
         sizes = np.asarray(table.column("count").combine_chunks().value_lengths())
+        for name in ("bin_left", "bin_right"):
+            if not np.array_equal(np.asarray(table.column(name).combine_chunks().value_lengths()), sizes):
+                raise ValueError("the fields bin_left, bin_right, count differ in length")
         out = {"step": np.repeat(table.column("step").to_numpy(), sizes)}
         for name in ("bin_left", "bin_right", "count"):
             out[name] = table.column(name).combine_chunks().flatten().to_numpy(zero_copy_only=False)
@@ -185,15 +200,99 @@ def _ordered(frame: str, df: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_table(path: Path) -> pa.Table:
+def _read_table(path: Path, frame: str) -> pa.Table:
     pa, pq = _pa()
     try:
         with pq.ParquetFile(path) as handle:  # one file: cheaper than read_table's dataset machinery
-            return handle.read()
+            table = handle.read()
     except FileNotFoundError:
         raise
     except (OSError, pa.ArrowException, ValueError) as err:
-        raise RunLogError(f"{path} is corrupt: cannot read it as Parquet ({str(err).strip()[:200]})") from None
+        raise RunLogError(f"{path} is corrupt: cannot read it as Parquet ({one_line(err)})") from None
+    return conform(frame, table, path)
+
+
+def _kind(t: pa.DataType) -> str:
+    import pyarrow.types as types
+
+    if types.is_null(t):
+        return "null"
+    if types.is_integer(t):
+        return "int"
+    if types.is_floating(t):
+        return "float"
+    if types.is_string(t) or types.is_large_string(t):
+        return "str"
+    if types.is_fixed_size_list(t) or types.is_list(t) or types.is_large_list(t):
+        return f"list<{_kind(t.value_type)}>"
+    return str(t)
+
+
+# The stored layout of each list frame (column -> kind); flat frames hold int step/epoch, a str
+# split (evals) and float values (ints and nulls are taken as floats).
+_LAYOUTS = {
+    "class_cosine": {"step": "int", "cosine": "list<float>"},
+    "temperature_hist": {"step": "int", "bin_left": "list<float>", "bin_right": "list<float>", "count": "list<int>"},
+}
+_ACCEPTS = {"int": ("int",), "float": ("float", "int", "null"), "str": ("str", "null")}
+_ACCEPTS.update({"list<float>": ("list<float>", "list<int>"), "list<int>": ("list<int>",)})
+
+
+def _wanted(frame: str, name: str) -> str | None:
+    layout = _LAYOUTS.get(frame)
+    if layout is not None:
+        return layout.get(name)  # None: a column this frame does not read
+    return "int" if name in ("step", "epoch") else "str" if name == "split" else "float"
+
+
+_CHECKED: set = set()  # (frame, schema) pairs found to follow the layout with nothing to cast
+
+
+def conform(frame: str, table: pa.Table, path: Path) -> pa.Table:
+    """``table`` (one stored file of ``frame``) checked against the frame's layout and cast to its
+    types (int64 indices, float64 values); a :class:`RunLogError` naming the file and the field.
+    (That the lists of one ``temperature_hist`` row agree in length is checked on reading the frame.)"""
+    key = (frame, table.schema)
+    if key not in _CHECKED:
+        table, cast = _conform_columns(frame, table, path)
+        if not cast and len(_CHECKED) < 256:  # a run's files share a few schemas: check each once
+            _CHECKED.add(key)
+    for name in ("step", "epoch"):
+        if name in table.column_names and table.column(name).null_count:
+            raise RunLogError(f"{path} is corrupt: the field {name!r} has missing values")
+    if frame == "class_cosine" and table.column("cosine").null_count:
+        raise RunLogError(f"{path} is corrupt: the field 'cosine' is missing for some steps")
+    return table
+
+
+def _conform_columns(frame: str, table: pa.Table, path: Path) -> tuple[pa.Table, bool]:
+    """The per-column checks and casts of :func:`conform`; whether anything was cast."""
+    import pyarrow.types as types
+
+    pa, _ = _pa()
+    names, cast = table.column_names, False
+    if len(set(names)) != len(names) or "step" not in names:
+        raise RunLogError(f"{path} is corrupt: its columns are {names} (one step column, no duplicates)")
+    missing = [name for name in _LAYOUTS.get(frame, {}) if name not in names]
+    if missing:
+        raise RunLogError(f"{path} is corrupt: the field(s) {missing} are missing")
+    if frame == "class_cosine" and not types.is_fixed_size_list(table.schema.field("cosine").type):
+        raise RunLogError(f"{path} is corrupt: the field 'cosine' is not one fixed-size list per step")
+    for index, name in enumerate(names):
+        wanted, stored = _wanted(frame, name), table.schema.field(name).type
+        if wanted is None:
+            continue
+        if _kind(stored) not in _ACCEPTS[wanted]:
+            raise RunLogError(f"{path} is corrupt: the field {name!r} holds {stored}, not {wanted}")
+        target = {"int": pa.int64(), "float": pa.float64()}.get(wanted)
+        if target is not None and stored != target:
+            try:
+                table = table.set_column(index, name, table.column(name).cast(target))
+            except (pa.ArrowException, OverflowError) as err:
+                why = f"the field {name!r} does not fit {target} ({one_line(err)})"
+                raise RunLogError(f"{path} is corrupt: {why}") from None
+            cast = True
+    return table, cast
 
 
 def part_files(directory: Path, frame: str) -> list[tuple[int, Path]]:
@@ -229,7 +328,11 @@ def read_table(
             return _read_once(directory, frame, after, upto, rows_before, strict)
         except FileNotFoundError:  # a concurrent compaction deleted a part we listed: read again
             continue
-    return _read_once(directory, frame, after, upto, rows_before, strict)
+    try:
+        return _read_once(directory, frame, after, upto, rows_before, strict)
+    except FileNotFoundError as err:
+        why = f"keeps changing while it is read (a file vanished: {err.filename})"
+        raise RunLogError(f"{directory / frame} {why}") from None
 
 
 def _compacted_files(directory: Path, frame: str) -> list[tuple[int, Path]]:
@@ -249,17 +352,20 @@ def _read_once(directory: Path, frame: str, after: int, upto: int | None, rows_b
     usable = [(seq, path) for seq, path in compacted if upto is None or seq <= upto]
     if usable and usable[-1][0] > after:  # it holds flushes 1..seq, in order: skip the rows already read
         seq, path = usable[-1]
-        tables.append(_read_table(path).slice(rows_before if after else 0))
+        tables.append(_read_table(path, frame).slice(rows_before if after else 0))
         through = seq
     for seq, path in part_files(directory, frame):
         if seq > through and (upto is None or seq <= upto):
-            tables.append(_read_table(path))
+            tables.append(_read_table(path, frame))
             through = seq
     if _compacted_files(directory, frame) != compacted:  # a compaction ran meanwhile: its parts may be gone
         raise FileNotFoundError(directory / frame)
     if not tables:
         return None, through
-    return pa.concat_tables(tables, promote_options="default"), through
+    try:
+        return pa.concat_tables(tables, promote_options="default"), through
+    except pa.ArrowException as err:  # e.g. class_cosine parts of different widths
+        raise RunLogError(f"{directory / frame} is corrupt: its files do not agree ({one_line(err)})") from None
 
 
 # ----------------------------------------------------------------------------- compaction
@@ -362,12 +468,19 @@ def read_csv_frame(directory: Path, frame: str) -> pd.DataFrame:
         raise RunLogError(f"{file} is missing (the run directory {directory} is incomplete)")
     try:
         df = pd.read_csv(file, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as err:
-        raise RunLogError(f"{file} is corrupt: cannot parse CSV ({str(err).strip()})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OverflowError) as err:
+        raise RunLogError(f"{file} is corrupt: cannot parse CSV ({one_line(err)})") from None
     missing = [c for c in FRAMES[frame] if c not in df.columns]
     if missing:
         raise RunLogError(f"{file} is corrupt: missing column(s) {missing}")
-    try:
-        return _ordered(frame, df)
-    except (ValueError, TypeError) as err:
-        raise RunLogError(f"{file} is corrupt: a column has values of the wrong type ({err})") from None
+    for column in [c for c in df.columns if c in FRAMES[frame] or c.startswith("loss_")]:
+        dtype = _dtype(column)
+        try:
+            values = df[column].astype(dtype)
+        except (ValueError, TypeError, OverflowError) as err:
+            why = f"the field {column!r} holds a value that is not {dtype} ({one_line(err)})"
+            raise RunLogError(f"{file} is corrupt: {why}") from None
+        if dtype == "int64" and len(values) and values.min() < 0:
+            raise RunLogError(f"{file} is corrupt: the field {column!r} has negative values")
+        df[column] = values
+    return _ordered(frame, df)

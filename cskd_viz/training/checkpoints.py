@@ -28,25 +28,27 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, map_location: str
     """Load a checkpoint into ``model`` strictly, in any format :func:`cskd_viz.models.load_teacher` reads
     (``{"model": state_dict}``, ``{"state_dict": ...}`` or a bare state dict; ``module.`` prefixes stripped).
 
+    The file is read with ``torch.load(weights_only=True)`` (tensors and plain containers only).
+
     Raises:
-        ValueError: missing file, unreadable file, or keys/shapes that do not match ``model``
-            (the message names them).
+        CheckpointError: (a ``ValueError``, one line) a missing, empty, non-PyTorch, truncated or
+            corrupt file; keys or shapes that do not match ``model``; tensors whose dtype kind differs
+            from the model's (an int64 tensor for a float parameter is refused, not cast); NaN or
+            infinite weights. The message names the file and the keys.
     """
-    from cskd_viz.models.checkpoints import extract_state_dict, state_dict_mismatches
+    from cskd_viz.models.checkpoints import CheckpointError, check_state_dict, extract_state_dict, read_checkpoint
 
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
+    label = f"checkpoint {path}"
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"checkpoint {path} cannot be read: {err}") from None
-    state = extract_state_dict(checkpoint, source=f"checkpoint {path}")
-    problems = state_dict_mismatches(model, state)
-    if problems:
-        raise ValueError(f"checkpoint {path} does not match {type(model).__name__}: {problems}")
+        checkpoint = read_checkpoint(path, map_location=map_location, weights_only=True, label=label)
+    except FileNotFoundError as err:
+        raise CheckpointError(str(err)) from None
+    state = extract_state_dict(checkpoint, source=label)
+    mismatch = f"does not match {type(model).__name__}"
+    check_state_dict(model, state, label, mismatch)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:  # anything the checks above did not foresee
-        raise ValueError(f"checkpoint {path} does not match {type(model).__name__}: {err}") from err
+        raise CheckpointError(f"{label} {mismatch}: {err}") from err
     return model

@@ -13,7 +13,7 @@ from typing import Any
 
 from cskd_viz._validation import check_positive_int
 from cskd_viz.methods import Method, get_method, method_names, method_parameters
-from cskd_viz.training.settings import SCHEDULES, TrainSettings
+from cskd_viz.training.settings import SCHEDULES, TrainSettings, check_batch_size
 
 __all__ = ["RunConfig"]
 
@@ -36,7 +36,8 @@ class RunConfig:
         w_ce, w_kd: weights of the CE and method terms.
         epochs, max_steps: budget (at least one; the first reached ends the run).
         teacher_epochs, teacher_lr: budget and learning rate (``None``: ``lr``) of an auto-trained teacher.
-        batch_size, lr, momentum, weight_decay, schedule: optimisation.
+        batch_size, lr, momentum, weight_decay, schedule: optimisation. ``batch_size >= 2`` for the
+            CSKD methods (one sample's per-class cosines are 1 trivially), unless ``global_batch``.
         seed: seeds the data split, the loader order and the model initialisation.
         log_every: diagnostics every this many steps.
         name: run directory name (``None``: ``<method>-<student>-<dataset>-s<seed>``).
@@ -81,15 +82,15 @@ class RunConfig:
     global_batch: bool = False
 
     def __post_init__(self) -> None:
-        from cskd_viz._validation import check_scalar, check_temperature_range
-        from cskd_viz.data import DATASETS
+        from cskd_viz._validation import check_scalar, check_temperature_range, check_temperature_value
+        from cskd_viz.data import canonical_dataset_name
         from cskd_viz.models import MODELS
 
         def choice(value, options, label):
             if value not in options:
                 raise ValueError(f"{label} must be one of {sorted(options)}, got {value!r}")
 
-        choice(self.dataset, DATASETS, "dataset")
+        object.__setattr__(self, "dataset", canonical_dataset_name(self.dataset))  # the rule load_datasets uses
         choice(self.student, MODELS, "student")
         if self.teacher is not None:
             choice(self.teacher, MODELS, "teacher")
@@ -105,9 +106,9 @@ class RunConfig:
             if not Path(self.teacher_checkpoint).is_file():
                 raise ValueError(f"teacher_checkpoint {os.fspath(self.teacher_checkpoint)!r} is not a file")
             object.__setattr__(self, "teacher_checkpoint", os.fspath(self.teacher_checkpoint))
-        for label in ("temperature", "lr", "w_ce", "w_kd", "momentum", "weight_decay"):
-            positive = label in ("temperature", "lr")
-            object.__setattr__(self, label, check_scalar(getattr(self, label), label, positive=positive))
+        object.__setattr__(self, "temperature", check_temperature_value(self.temperature, "temperature"))
+        for label in ("lr", "w_ce", "w_kd", "momentum", "weight_decay"):
+            object.__setattr__(self, label, check_scalar(getattr(self, label), label, positive=label == "lr"))
         for label in ("w_ce", "w_kd", "weight_decay"):
             if getattr(self, label) < 0:
                 raise ValueError(f"{label} must be >= 0, got {getattr(self, label)}")
@@ -124,6 +125,8 @@ class RunConfig:
             raise ValueError("give epochs or max_steps (or both)")
         for label in ("teacher_epochs", "batch_size", "log_every"):
             check_positive_int(getattr(self, label), label)
+        if not self.global_batch:  # with it, the global batch of all processes counts: checked when training starts
+            check_batch_size(self.method, self.batch_size)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
         choice(self.schedule, SCHEDULES, "schedule")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,41 +29,62 @@ from cskd_viz.distributed import (
     resolve_device,
 )
 from cskd_viz.runs import RunLog, is_run_dir, load_run
-from cskd_viz.training.checkpoints import load_checkpoint, save_checkpoint
+from cskd_viz.runs.ownership import RunClaim, claim_new_dir
+from cskd_viz.training.checkpoints import load_checkpoint
 from cskd_viz.training.config import RunConfig
+from cskd_viz.training.faults import add_note
 from cskd_viz.training.loop import distill, train_teacher
 
 __all__ = ["run_experiment"]
 
 
-def _unique_dir(root: Path, name: str, overwrite: bool) -> Path:
-    path = root / name
-    if not path.exists():
-        return path
-    if overwrite:
-        if not is_run_dir(path):
-            raise ValueError(f"{path} exists and is not a cskd_viz run directory: refusing to overwrite it")
-        shutil.rmtree(path)
-        return path
-    k = 2
-    while (root / f"{name}-{k}").exists():
-        k += 1
-    return root / f"{name}-{k}"
+def _unique_dir(root: Path, name: str, overwrite: bool, claims: list[RunClaim]) -> Path:
+    """Create and lock a new run directory (:func:`~cskd_viz.runs.ownership.claim_new_dir`): ``root/name``
+    or, taken, ``name-2``, ``name-3``, ...; with ``overwrite`` ``root/name`` cleared, refused while
+    another process writes it. The lock is appended to ``claims``, for the run's ``RunLog``."""
+    claim = claim_new_dir(root, name, overwrite=overwrite)
+    claims.append(claim)
+    return claim.path
 
 
-def _reusable_teacher(path: Path, config: RunConfig) -> bool:
-    if not (path / "model.pt").is_file() or not is_run_dir(path):
-        return False
+def _why_not_reusable(path: Path, config: RunConfig) -> str | None:
+    """``None`` if the auto-teacher run at ``path`` can be reused, else why not (``""``: there is none)."""
+    if not path.exists() or not is_run_dir(path):
+        return ""
     try:
         log = load_run(path)
-    except ValueError:
-        return False
+    except ValueError as err:
+        return f"its run log cannot be read ({err})"
+    if log.status != "finished":
+        reason = getattr(log, "reason", None)
+        return f"it ended {log.status!r}" + (f" ({reason})" if reason else "")
     wanted = config.to_dict()
     # device and global_batch do not change what a CE teacher run learns (runs older than the
     # global_batch field lack it).
-    return log.status == "finished" and all(
-        log.config.get(k) == v for k, v in wanted.items() if k not in ("device", "global_batch")
-    )
+    if any(log.config.get(k) != v for k, v in wanted.items() if k not in ("device", "global_batch")):
+        return "its settings differ"
+    return _why_not_loadable(path / "model.pt")
+
+
+def _why_not_loadable(checkpoint: Path) -> str | None:
+    """``None`` if ``checkpoint`` holds a state dict of finite floating-point tensors, else why not."""
+    if not checkpoint.is_file():
+        return "it has no model.pt"
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    except Exception as err:  # noqa: BLE001 - any unreadable file means: train the teacher again
+        return f"its model.pt cannot be read ({type(err).__name__})"
+    bad = [k for k, t in state.items() if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]
+    return f"its model.pt holds non-finite weights ({', '.join(bad[:3])})" if bad else None
+
+
+def _close_quietly(run_log: RunLog, err: BaseException) -> None:
+    """End ``run_log`` as ``interrupted`` (Ctrl-C, a signal) or ``failed``; a failure to write is only said."""
+    status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    try:
+        run_log.finish(status, reason=f"{type(err).__name__}: {err}".splitlines()[0])
+    except Exception as write_error:  # noqa: BLE001 - never mask the exception that ended the run
+        add_note(err, f"the run log {run_log.path} could not be closed: {write_error}")
 
 
 def run_experiment(
@@ -151,13 +172,15 @@ class _Session:
                 broadcast_module(teacher.to(device))
         torch.manual_seed(config.seed)
         student = get_model(config.student, info.num_classes, info.input_shape)
-        path = on_main(lambda: _unique_dir(self.runs_dir, config.run_name, overwrite))
+        claims: list[RunClaim] = []  # rank 0's lock on the run directory, taken over by its RunLog
+        path = on_main(lambda: _unique_dir(self.runs_dir, config.run_name, overwrite, claims))
         extra = {"name": path.name, "teacher_source": teacher_source, "info": dataclasses.asdict(info)}
-        run_log = RunLog({**config.to_dict(), **extra}, path=path if main else None)
+        run_log = RunLog({**config.to_dict(), **extra}, path=path if main else None, claim=claims[0] if main else None)
         settings = config.train_settings(
             device=device, progress=self.progress, raise_on_interrupt=self.raise_on_interrupt, name=path.name
         )
         common = {"callbacks": self.callbacks, "stop_event": self.stop_event, "run_log": run_log}
+        common["model_path"] = path / "model.pt" if main else None  # saved while the run directory is still held
         fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
         try:
             if teacher is None:
@@ -165,9 +188,10 @@ class _Session:
             else:
                 method = config.make_method()
                 distill(student, teacher, train_loader, test_loader, method=method, info=info, **common, **fields)
-        finally:
-            if main and run_log.status in ("finished", "interrupted"):
-                save_checkpoint(student, path / "model.pt")
+        except BaseException as err:
+            if main and run_log.status == "running":  # it ended before the trainer took charge of the log
+                _close_quietly(run_log, err)
+            raise
         return run_log
 
     def _teacher_source(self, teacher: nn.Module) -> str | RunLog:
@@ -178,7 +202,10 @@ class _Session:
             teacher_run = config.teacher_config()
             teacher_dir = self.runs_dir / teacher_run.run_name
             # Decided on rank 0 (the one that writes runs) so that every rank takes the same branch.
-            if not on_main(lambda: _reusable_teacher(teacher_dir, teacher_run)):
+            why = on_main(lambda: _why_not_reusable(teacher_dir, teacher_run))
+            if why is not None:
+                if why and get_rank() == 0:
+                    print(f"cskd_viz: training the teacher {teacher_run.run_name!r} again: {why}", file=sys.stderr)
                 teacher_log = run_experiment(
                     teacher_run,
                     self.runs_dir,

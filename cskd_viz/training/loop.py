@@ -20,16 +20,21 @@ Ranks agree on stopping at logged steps and epoch ends.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler
 
+from cskd_viz._termination import Terminated, deferred_termination, pending_termination, raise_pending_termination
+from cskd_viz._validation import MAX_ABS_LOGIT
 from cskd_viz.distributed import (
     any_rank,
     default_group,
@@ -44,7 +49,9 @@ from cskd_viz.methods import Method, get_method, method_names, total_loss
 from cskd_viz.monitor import Monitor
 from cskd_viz.runs import EvalRecord, RunLog
 from cskd_viz.training.callbacks import Hooks
-from cskd_viz.training.settings import TrainSettings, lr_factor
+from cskd_viz.training.checkpoints import save_checkpoint
+from cskd_viz.training.faults import FiniteWatch, TrainingDiverged, add_note, nonfinite_parameters
+from cskd_viz.training.settings import TrainSettings, check_train_loader, lr_factor
 from cskd_viz.training.teacher_cache import TeacherLogitCache, data_augmented, with_indices
 
 __all__ = ["train_teacher", "distill"]
@@ -65,14 +72,17 @@ class _Trainer:
         callbacks: Sequence[Any] = (),
         stop_event: threading.Event | None = None,
         run_log: RunLog | None = None,
+        model_path: str | os.PathLike | None = None,
     ) -> None:
         train_loader, test_loader = loaders
         _check_types(model, teacher, method, train_loader, test_loader, stop_event)
         self.settings, self.method, self.stop_event = settings, method, stop_event
+        self.model_path = Path(model_path) if model_path is not None else None
         self.device = process_device(resolve_device(settings.device))
         self.world = get_world_size()
         self.main = get_rank() == 0
         self.group = self._loss_group()
+        check_train_loader(method, train_loader, global_batch=self.group is not None, world_size=self.world)
         if self.world > 1:
             train_loader = shard_loader(train_loader, seed=settings.seed or 0)
             test_loader = shard_eval_loader(test_loader) if test_loader is not None else None
@@ -86,6 +96,7 @@ class _Trainer:
         self.run_log = self._prepare_log(run_log)
         self.monitor: Monitor | None = None  # opened at the first step, when C is known
         self.step = self.epoch = 0
+        self.watch = FiniteWatch()
         self._test_teacher_logits: list | None = None
         self._postfix: dict[str, str] = {}
 
@@ -177,23 +188,40 @@ class _Trainer:
         try:
             for hook in self.hooks.train_begin:
                 hook(self.run_log)
-            status = self._loop(bar)
-        except KeyboardInterrupt:
-            self._end(bar, "interrupted")
-            if s.raise_on_interrupt:
+            with deferred_termination():
+                status = self._loop(bar)
+            self._check_weights()
+        except KeyboardInterrupt as err:
+            self._end_interrupted(bar, err)
+            if s.raise_on_interrupt or isinstance(err, Terminated):  # a signal always ends the process
                 raise
             if self.main:
                 saved = "; the run log is saved with status 'interrupted'" if self.run_log.path is not None else ""
                 print(f"cskd_viz: run {name!r} interrupted at step {self.step}{saved}", file=sys.stderr)
             return self.run_log
-        except BaseException:
-            self._end(bar, "failed", quiet=True)
+        except BaseException as err:
+            reason = str(err) if isinstance(err, TrainingDiverged) else f"{type(err).__name__}: {err}"
+            if isinstance(err, TrainingDiverged):
+                err.run = str(self.run_log.path or name)
+            self._end(bar, "failed", reason=reason.splitlines()[0] if reason else None, failing=err)
             raise
         self._end(bar, status)
+        raise_pending_termination()  # a signal during the last step: the run is complete, the process still ends
         return self.run_log
 
+    def _end_interrupted(self, bar, err: KeyboardInterrupt) -> None:
+        """Ctrl-C or a termination signal: ``interrupted``, or ``failed`` if the weights are no longer finite."""
+        how = (
+            f"{err} at step {self.step}" if isinstance(err, Terminated) else f"interrupted (Ctrl-C) at step {self.step}"
+        )
+        bad = nonfinite_parameters(self.model)
+        if bad:
+            self._end(bar, "failed", reason=f"{how}; the weights are not finite ({', '.join(bad[:3])})")
+        else:
+            self._end(bar, "interrupted", reason=how)
+
     def _loop(self, bar) -> str:
-        model, method, device, settings = self.model, self.method, self.device, self.settings
+        model, device, settings = self.model, self.device, self.settings
         train_model = model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -215,7 +243,7 @@ class _Trainer:
                 log_now = self.monitor is None or self.monitor.will_log(self.step + 1)  # step 1 always logs
                 student_logits = train_model(x)
                 teacher_logits = self._teacher_logits(batch, x, cache, log_now)
-                terms = method(student_logits, teacher_logits, y, extras=log_now, group=self.group)
+                terms = self._terms(student_logits, teacher_logits, y, log_now)
                 loss = total_loss(terms)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -224,7 +252,9 @@ class _Trainer:
                     group["lr"] = lr
                 optimizer.step()
                 self.step += 1
+                self.watch.add(self.step, loss, lr)
                 if log_now:
+                    self._check_finite()
                     self._record(student_logits, teacher_logits, y, loss, terms, lr, bar)
                 if self._stop_requested(log_now):
                     return "interrupted"
@@ -235,6 +265,42 @@ class _Trainer:
             if self.step >= self.total_steps:
                 break
         return "finished"
+
+    def _terms(self, student_logits, teacher_logits, targets, log_now: bool) -> dict:
+        try:
+            return self.method(student_logits, teacher_logits, targets, extras=log_now, group=self.group)
+        except ValueError as err:  # the losses refuse non-finite or huge logits: say how they got so
+            diverged = self.watch.first_bad() or self._diverged_logits(student_logits, self.step + 1)
+            if diverged is not None:
+                raise diverged from err
+            raise
+
+    def _diverged_logits(self, student_logits: Tensor, step: int) -> TrainingDiverged | None:
+        """The divergence that made ``student_logits`` NaN, infinite or beyond ``MAX_ABS_LOGIT``, if it did
+        (this rank's logits: no collective, since it runs on an error path)."""
+        low, high = torch.stack(torch.aminmax(student_logits.detach().float())).tolist()
+        if all(math.isfinite(v) for v in (low, high)):
+            if max(-low, high) <= MAX_ABS_LOGIT:
+                return None
+            kind = f"larger than {MAX_ABS_LOGIT:.0e} in magnitude"
+        else:
+            kind = "non-finite"
+        lr = self.settings.lr * lr_factor(self.settings.schedule, self.total_steps)(self.step)
+        return TrainingDiverged(step, kind, lr, what="the student's logits")
+
+    def _check_weights(self) -> None:
+        """A run never ends ``finished`` with NaN or infinite weights (a model.pt is what later runs reuse)."""
+        bad = nonfinite_parameters(self.model)
+        if bad:
+            raise TrainingDiverged(self.step, "non-finite", None, what=f"the weights ({', '.join(bad[:3])})")
+
+    def _check_finite(self) -> None:
+        """Raise :class:`TrainingDiverged` if a loss since the last check was NaN or infinite (one host read)."""
+        diverged = self.watch.first_bad()
+        if self.world > 1 and any_rank(diverged is not None, self.device) and diverged is None:
+            diverged = TrainingDiverged(self.step, "non-finite", None, what="another rank's loss")
+        if diverged is not None:
+            raise diverged
 
     def _training_data(self) -> tuple[TeacherLogitCache | None, DataLoader]:
         if not self.use_cache:
@@ -280,10 +346,12 @@ class _Trainer:
     def _stop_requested(self, log_now: bool) -> bool:
         """Whether to stop after this step; under DDP the ranks agree at logged steps only (no collective on others)."""
         wants = self.stop_event is not None and self.stop_event.is_set()
+        signalled = pending_termination() is not None
         if self.world > 1:
-            wants = log_now and any_rank(wants, self.device)
-        if wants:
+            wants = log_now and any_rank(wants or signalled, self.device)
+        if wants or signalled and self.world == 1:
             self.run_log.set_progress(self.step, self.epoch)
+            raise_pending_termination()  # a SIGTERM/SIGHUP: this step is done, now end like Ctrl-C
         return wants
 
     def _end_epoch(self, bar) -> bool:
@@ -295,7 +363,8 @@ class _Trainer:
             bar.set_postfix({**self._postfix, "test": f"{record.metrics['accuracy']:.3f}"})
         for hook in self.hooks.epoch_end:
             hook(self.epoch, record)
-        return any_rank(self.stop_event is not None and self.stop_event.is_set(), self.device)
+        self._check_finite()
+        return self._stop_requested(log_now=True)
 
     @torch.no_grad()
     def _evaluate(self) -> EvalRecord:
@@ -315,7 +384,14 @@ class _Trainer:
                 if teacher is not None:
                     t = cached[i] if cached is not None else teacher(x).detach()
                     computed.append(t)
-                monitor.eval_update(model(x), t, y)
+                student_logits = model(x)
+                try:
+                    monitor.eval_update(student_logits, t, y)
+                except ValueError as err:  # logits the metrics refuse: from a diverged model?
+                    diverged = self._diverged_logits(student_logits, self.step)
+                    if diverged is not None:
+                        raise diverged from err
+                    raise
         finally:
             model.train(was_training)
         if batches == 0:
@@ -323,20 +399,43 @@ class _Trainer:
         self._test_teacher_logits = computed if teacher is not None else None
         return monitor.log_eval(self.epoch, step=self.step)
 
-    def _end(self, bar, status: str, quiet: bool = False) -> None:
+    def _end(self, bar, status: str, reason: str | None = None, failing: BaseException | None = None) -> None:
+        """Save the model (``model_path``), then close the run with ``status``; while ``failing`` ends the run,
+        a failure to save becomes a note on that error."""
         bar.close()
-        if self.monitor is not None:
-            self.monitor.close(status)
-        elif self.main:
-            self.run_log.finish(status)
-        else:  # other ranks write nothing: only the status is kept, in memory
-            self.run_log.status = status
+        unsaved = self._save_model() if status in ("finished", "interrupted") else None
+        if unsaved is not None:
+            status, reason = "failed", f"the model could not be saved: {unsaved}"
+            failing = failing or unsaved
+        try:
+            if self.monitor is not None:
+                self.monitor.close(status, reason=reason)
+            elif self.main:
+                self.run_log.finish(status, reason=reason)
+            else:  # other ranks write nothing: only the status is kept, in memory
+                self.run_log.status = status
+        except Exception as err:  # noqa: BLE001 - never mask the exception that ended the run
+            if failing is None:
+                raise
+            add_note(failing, f"the run log of {self.run_log.name!r} could not be closed: {err}")
         for hook in self.hooks.train_end:
             try:
                 hook(self.run_log)
             except Exception:  # noqa: BLE001 - never mask the exception that ended the run
-                if not quiet:
+                if failing is None:
                     raise
+        if unsaved is not None and unsaved is failing:
+            raise unsaved
+
+    def _save_model(self) -> Exception | None:
+        """Write ``{"model": state_dict}`` to ``model_path`` while the run is still held (rank 0); the error, if any."""
+        if self.model_path is None or not self.main:
+            return None
+        try:
+            save_checkpoint(self.model, self.model_path)
+        except Exception as err:  # noqa: BLE001 - the run is then closed as failed, and the error raised
+            return err
+        return None
 
 
 def _check_types(model, teacher, method, train_loader, test_loader, stop_event) -> None:
@@ -374,6 +473,7 @@ def train_teacher(
     callbacks: Sequence[Any] = (),
     stop_event: threading.Event | None = None,
     run_log: RunLog | None = None,
+    model_path: str | os.PathLike | None = None,
     **settings: Any,
 ) -> RunLog:
     """Train ``model`` with cross-entropy for ``epochs`` epochs or ``max_steps`` steps.
@@ -388,6 +488,8 @@ def train_teacher(
         callbacks: objects with ``on_train_begin/on_step/on_epoch_end/on_train_end`` (any subset).
         stop_event: a ``threading.Event``; once set, the run ends after the current step.
         run_log: where to record (e.g. a :class:`RunLog` with a directory); an in-memory one by default.
+        model_path: where to save ``{"model": state_dict}`` when the run ends ``finished`` or
+            ``interrupted`` (never for ``failed``, never non-finite weights), before the log is closed.
         **settings: the fields of :class:`~cskd_viz.training.TrainSettings` (``epochs``,
             ``max_steps``, ``lr``, ``schedule``, ``device``, ``seed``, ``log_every``, ``progress``, ...).
 
@@ -413,6 +515,7 @@ def train_teacher(
         callbacks=callbacks,
         stop_event=stop_event,
         run_log=run_log,
+        model_path=model_path,
     )
     return trainer.run()
 
@@ -428,6 +531,7 @@ def distill(
     callbacks: Sequence[Any] = (),
     stop_event: threading.Event | None = None,
     run_log: RunLog | None = None,
+    model_path: str | os.PathLike | None = None,
     **settings: Any,
 ) -> RunLog:
     """Train ``student`` against a frozen ``teacher`` (``eval()``, ``no_grad``) with a distillation method.
@@ -442,7 +546,7 @@ def distill(
         method: a :class:`~cskd_viz.methods.Method` or a registry name (default parameters).
         info: the :class:`~cskd_viz.data.DatasetInfo` from ``make_loaders`` (tells whether the
             data is augmented, for the teacher-logit cache).
-        callbacks, stop_event, run_log: as in :func:`train_teacher`.
+        callbacks, stop_event, run_log, model_path: as in :func:`train_teacher`.
         **settings: the fields of :class:`~cskd_viz.training.TrainSettings`; ``cache_teacher``
             (``True`` with augmented data is a ``ValueError``), ``temperature`` (of the
             diagnostics) and ``global_batch`` (CSKD on the global batch under torch.distributed;
@@ -477,5 +581,6 @@ def distill(
         callbacks=callbacks,
         stop_event=stop_event,
         run_log=run_log,
+        model_path=model_path,
     )
     return trainer.run()

@@ -10,11 +10,71 @@ from typing import Any
 
 import torch
 
-from cskd_viz._validation import check_positive_int
+from cskd_viz._validation import MIN_CSKD_BATCH, check_positive_int, check_temperature_value
 
-__all__ = ["TrainSettings", "SCHEDULES", "lr_factor"]
+__all__ = ["TrainSettings", "SCHEDULES", "lr_factor", "check_batch_size", "check_train_loader"]
 
 SCHEDULES = ("cosine", "step", "constant")
+CSKD_METHODS = ("cskd", "cskd_cswt")
+
+
+def _is_cskd(method: Any) -> bool:
+    """Whether ``method`` (a registry name or a :class:`~cskd_viz.methods.Method`) computes the CSKD loss."""
+    if isinstance(method, str):
+        return method in CSKD_METHODS
+    return getattr(type(method), "term", None) == "loss_cskd"
+
+
+def check_batch_size(method: Any, batch_size: int, *, global_batch: bool = False, world_size: int = 1) -> None:
+    """Refuse ``batch_size < 2`` for the CSKD methods, before a run starts.
+
+    CSKD's cosine of batch predictions compares each class's column across the batch; with one
+    sample every column is a single positive number and every cosine is 1 whatever the logits, so
+    the loss is 0 with no gradient (the losses refuse such a batch). With ``global_batch`` the loss
+    sees the ``world_size * batch_size`` samples of all processes, and that global batch counts.
+
+    Example:
+        >>> check_batch_size("cskd_cswt", 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size must be >= 2 for method 'cskd_cswt', got 1: CSKD compares each class's column ...
+    """
+    if not _is_cskd(method):
+        return
+    seen = batch_size * world_size if global_batch else batch_size
+    if seen < MIN_CSKD_BATCH:
+        name = method if isinstance(method, str) else method.name
+        scope = f" (global batch of {world_size} process(es): {seen})" if global_batch else ""
+        raise ValueError(
+            f"batch_size must be >= {MIN_CSKD_BATCH} for method {name!r}, got {batch_size}{scope}: CSKD compares each "
+            "class's column of batch predictions across the batch, and with one sample every cosine is 1 "
+            "whatever the logits (loss 0, no gradient)"
+        )
+
+
+def check_train_loader(method: Any, loader: Any, *, global_batch: bool = False, world_size: int = 1) -> None:
+    """:func:`check_batch_size` for a training ``DataLoader``, plus its last batch of an epoch.
+
+    A loader without ``drop_last`` whose dataset leaves one sample over (``len % batch_size == 1``)
+    ends every epoch with a batch of one, which the CSKD losses refuse: refused here, before the run,
+    with the way out (``drop_last=True``). Loaders with a custom ``batch_sampler`` (no
+    ``batch_size``) are not checked.
+    """
+    batch_size = getattr(loader, "batch_size", None)
+    if batch_size is None or not _is_cskd(method):
+        return
+    check_batch_size(method, batch_size, global_batch=global_batch, world_size=world_size)
+    if getattr(loader, "drop_last", False) or world_size > 1:  # sharded loaders: every rank needs full batches anyway
+        return
+    try:
+        size = len(loader.dataset)
+    except TypeError:  # an iterable dataset: its length is unknown
+        return
+    if size % batch_size == 1 and size > 1:
+        raise ValueError(
+            f"train_loader ends every epoch with a batch of one sample ({size} samples, batch_size={batch_size}), "
+            "which CSKD cannot use (every per-class cosine of one sample is 1): pass drop_last=True to the DataLoader"
+        )
 
 
 def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
@@ -110,9 +170,7 @@ class TrainSettings:
         if isinstance(flush, bool) or not isinstance(flush, (int, float)) or not flush >= 0:
             raise ValueError(f"flush_interval_s must be a number >= 0, got {flush!r}")
         if self.temperature is not None:
-            object.__setattr__(self, "temperature", _finite(self.temperature, "temperature"))
-            if self.temperature <= 0:
-                raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            object.__setattr__(self, "temperature", check_temperature_value(self.temperature, "temperature"))
         for name in ("global_batch", "raise_on_interrupt"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")

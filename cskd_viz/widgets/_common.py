@@ -75,6 +75,9 @@ def _new_figure(figsize: tuple[float, float], dpi: float, **kwargs: Any) -> Figu
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from cskd_viz._validation import check_figure_size
+
+    check_figure_size(figsize, dpi)  # a clear error naming figsize/dpi, not PIL's
     fig = Figure(figsize=figsize, dpi=dpi, **kwargs)
     FigureCanvasAgg(fig)
     return fig

@@ -18,6 +18,8 @@ class RunBrowser(_Displayable):
     The top figure overlays the selected runs' ``metric`` (dropdown) and their top-1 agreement per
     epoch; the bottom one shows the per-class cosine heatmap and the CSWT temperature trace of the
     run chosen in ``heatmap run``. A table summarises the selection (:func:`cskd_viz.runs.compare_runs`).
+    A run that cannot be read (a corrupt or malformed file) is left out, with one line naming it and
+    the reason in ``message``; the other runs are shown all the same.
 
     Args:
         runs_dir: the directory holding ``<name>/config.json`` run directories.
@@ -39,6 +41,8 @@ class RunBrowser(_Displayable):
         self.runs_dir = Path(runs_dir)
         self._dpi = dpi
         self._cache: dict[str, tuple[float, Any]] = {}
+        self._listed: list[str] = []  # notes of the last scan: the runs list_runs could not read
+        self._skipped: dict[str, str] = {}  # path -> why a run was left out while drawing
         self._stamps: tuple | None = None  # none yet: the first refresh always draws
         self._updating = False
         self.run_select = widgets.SelectMultiple(options=[], description="runs", rows=6)
@@ -71,21 +75,38 @@ class RunBrowser(_Displayable):
 
     # ------------------------------------------------------------------ data
     def _load(self, path: str) -> Any:
+        """The run at ``path`` (cached; refreshed when written since), or ``None`` if it cannot be read."""
         from cskd_viz import runs
 
         stamp = _stamp(path)
         cached = self._cache.get(path)
-        if cached is None:  # lazy: frames are read when a plot asks for them
-            self._cache[path] = (stamp, runs.load_run(path))
-        elif cached[0] != stamp:  # written since: read only its new parts
-            self._cache[path] = (stamp, cached[1].refresh())
+        try:
+            if cached is None:  # lazy: frames are read when a plot asks for them
+                self._cache[path] = (stamp, runs.load_run(path))
+            elif cached[0] != stamp:  # written since: read only its new parts
+                self._cache[path] = (stamp, cached[1].refresh())
+        except runs.RunLogError as err:
+            self._skip(path, err)
+            return None
         return self._cache[path][1]
 
+    def _skip(self, path: str, err: Exception) -> None:
+        """Leave a run out of the drawing, with one line in ``message`` saying why."""
+        self._cache.pop(path, None)
+        self._skipped[path] = " ".join(str(err).split())
+        self._show_notes()
+
+    def _show_notes(self) -> None:
+        skipped = [f"skipped {html.escape(Path(p).name)}: {html.escape(why)}" for p, why in self._skipped.items()]
+        self.message.value = "<br>".join([*self._listed, *skipped])
+
     def selected_logs(self) -> dict[str, Any]:
-        """``{run name: RunLog}`` of the selected runs (names made unique)."""
+        """``{run name: RunLog}`` of the selected runs (names made unique), without runs that cannot be read."""
         logs: dict[str, Any] = {}
         for path in self.run_select.value:
             log = self._load(path)
+            if log is None:
+                continue
             name, k = log.name, 2
             while name in logs:
                 name, k = f"{log.name}#{k}", k + 1
@@ -119,9 +140,11 @@ class RunBrowser(_Displayable):
         skipped = listing[listing["status"] == "unreadable"]
         notes = [f"{len(readable)} run(s) in {html.escape(str(self.runs_dir))}"]
         notes += [
-            f"skipped {html.escape(str(r['name']))}: {html.escape(str(r['error']))}" for _, r in skipped.iterrows()
+            f"skipped {html.escape(str(r['name']))}: {html.escape(' '.join(str(r['error']).split()))}"
+            for _, r in skipped.iterrows()
         ]
-        self.message.value = "<br>".join(notes)
+        self._listed, self._skipped = notes, {}  # a new scan: runs left out while drawing get another try
+        self._show_notes()
         self._on_select(None)
 
     def _on_select(self, change: Any) -> None:
@@ -157,6 +180,11 @@ class RunBrowser(_Displayable):
     def _draw_curves(self, logs: Mapping[str, Any]) -> None:
         from cskd_viz import plots, runs
 
+        logs = {name: log for name, log in logs.items() if self._readable(log, "evals")}
+        if not logs:
+            self.table.value = "<i>no readable run selected</i>"
+            self.curves_image.value = b""
+            return
         summary = runs.compare_runs(list(logs.values()))
         columns = ["name", "method", "final_accuracy", "final_agreement", "best_accuracy", "steps", "status"]
         self.table.value = summary[columns].to_html(index=False, float_format=lambda x: f"{x:.4f}", border=0)
@@ -175,6 +203,9 @@ class RunBrowser(_Displayable):
             self.heatmap_image.value = b""
             return
         log = self._load(path)
+        if log is None or not self._readable(log, "class_cosine", "temperatures"):
+            self.heatmap_image.value = b""
+            return
         fig = _new_figure((11.0, 3.6), self._dpi, layout="constrained")
         ax_heat, ax_temp = fig.subplots(1, 2, width_ratios=[1.4, 1.0])
         plots.plot_class_cosine_heatmap(log.class_cosine, ax=ax_heat, title=f"{log.name}: per-class cosine")
@@ -188,6 +219,18 @@ class RunBrowser(_Displayable):
             t_high=log.config.get("t_high") if cswt else None,
         )
         self.heatmap_image.value = figure_png(fig)
+
+    def _readable(self, log: Any, *frames: str) -> bool:
+        """Whether ``log``'s ``frames`` read; if not, the run is left out with a line saying why."""
+        from cskd_viz import runs
+
+        try:
+            for frame in frames:
+                log.frame(frame)
+        except runs.RunLogError as err:
+            self._skip(str(log.path), err)
+            return False
+        return True
 
 
 MAX_INITIAL_SELECTION = 8

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,15 @@ import numpy as np
 import torch
 
 from cskd_viz import losses
-from cskd_viz._validation import check_pair, check_scalar, check_temperature_range, compute_dtype
+from cskd_viz._validation import (
+    MIN_CSKD_BATCH,
+    check_bool,
+    check_figure_size,
+    check_pair,
+    check_temperature_range,
+    check_temperature_value,
+    compute_dtype,
+)
 from cskd_viz.widgets._common import _canvas_png, _Displayable, _fmt, _new_figure, _single_torch_thread, figure_png
 
 if TYPE_CHECKING:
@@ -20,6 +29,8 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 __all__ = ["TemperatureTuner"]
+
+SAMPLE_COSINE_CACHE_SIZE = 8  # batch sizes whose per-sample cosines are kept (least recently used dropped)
 
 
 class TemperatureTuner(_Displayable):
@@ -31,21 +42,23 @@ class TemperatureTuner(_Displayable):
     ``L_cskd = T^2 d(T) + mean(T_i)^2 d(T_i)`` (second term only with CSWT on).
 
     The batch-size slider takes the first ``b`` rows of a fixed seeded permutation of the logits,
-    so smaller batches are nested sub-batches. Moving ``T_low`` above ``T_high`` (or ``T_high``
-    below ``T_low``) never raises: the other slider is pushed along so ``T_low <= T_high``, and
-    the readout says so.
+    so smaller batches are nested sub-batches; it starts at 2 (CSKD needs two samples: one sample's
+    column cosines are 1 trivially), so the logits need at least two rows. The per-sample cosines
+    of the last :data:`SAMPLE_COSINE_CACHE_SIZE` batch sizes are cached. Moving ``T_low`` above
+    ``T_high`` (or ``T_high`` below ``T_low``) never raises: the other slider is pushed along so
+    ``T_low <= T_high``, and the readout says so.
 
     Args:
         student_logits: ``(B, C)`` student logits (e.g. a trained pair's logits on a test batch).
         teacher_logits: ``(B, C)`` teacher logits.
         temperature: initial ``T``.
         t_low, t_high: initial CSWT range, ``0 < t_low <= t_high``.
-        cswt: initial state of the CSWT toggle.
-        batch_size: initial batch size (default: all ``B`` rows).
-        t_max: upper end of the temperature sliders.
+        cswt: initial state of the CSWT toggle (a bool; ``numpy.bool_`` is accepted).
+        batch_size: initial batch size in ``[2, B]`` (default: all ``B`` rows).
+        t_max: upper end of the temperature sliders (at most 1000, like every temperature).
         bins: histogram bins over ``[T_low, T_high]``.
         seed: seed of the sub-batch permutation.
-        figsize, dpi: size of the rendered figure.
+        figsize, dpi: size of the rendered figure: a pair of positive inches, positive dots per inch.
         continuous_update: redraw while a slider is dragged (else on release).
 
     Attributes:
@@ -88,10 +101,12 @@ class TemperatureTuner(_Displayable):
         temperature, t_low, t_high, batch_size, t_max = self._check_arguments(
             student_logits, teacher_logits, temperature, t_low, t_high, cswt, batch_size, bins, t_max
         )
+        check_figure_size(figsize, dpi)
+        cswt = bool(cswt)
         n, self.num_classes = student_logits.shape
         t_min = min(0.5, temperature, t_low)
         self._store_logits(student_logits, teacher_logits, seed)
-        self._sample_cosines: dict[int, Tensor] = {}
+        self._sample_cosines: OrderedDict[int, Tensor] = OrderedDict()  # an LRU cache, per batch size
         self._bins = bins
         self._busy = False
         self._clamp_note = ""
@@ -136,18 +151,25 @@ class TemperatureTuner(_Displayable):
         """Validate the constructor's arguments; return ``temperature, t_low, t_high, batch_size, t_max``
         as used (``batch_size`` defaults to every row, ``t_max`` covers ``temperature`` and ``t_high``)."""
         check_pair(student_logits, teacher_logits)
-        temperature = check_scalar(temperature, "temperature")
+        temperature = check_temperature_value(temperature, "temperature")
         t_low, t_high = check_temperature_range(t_low, t_high)
-        if not isinstance(cswt, bool):
-            raise TypeError(f"cswt must be a bool, got {type(cswt).__name__}")
+        check_bool(cswt, "cswt")
         n = student_logits.shape[0]
+        if n < MIN_CSKD_BATCH:
+            raise ValueError(
+                f"student_logits has {n} row(s); the tuner needs at least {MIN_CSKD_BATCH}: CSKD's cosine of "
+                "batch predictions is 1 trivially for a single sample"
+            )
         if batch_size is None:
             batch_size = n
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= n:
-            raise ValueError(f"batch_size must be an int in [1, {n}] (the number of logit rows), got {batch_size!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not MIN_CSKD_BATCH <= batch_size <= n:
+            raise ValueError(
+                f"batch_size must be an int in [{MIN_CSKD_BATCH}, {n}] (the number of logit rows; CSKD needs "
+                f"at least two samples), got {batch_size!r}"
+            )
         if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
             raise ValueError(f"bins must be a positive int, got {bins!r}")
-        t_max = max(check_scalar(t_max, "t_max"), temperature, t_high)
+        t_max = max(check_temperature_value(t_max, "t_max"), temperature, t_high)
         return temperature, t_low, t_high, batch_size, t_max
 
     def _store_logits(self, student_logits: Tensor, teacher_logits: Tensor, seed: int) -> None:
@@ -186,7 +208,13 @@ class TemperatureTuner(_Displayable):
             value=t_high, min=t_min, max=t_max, step=0.1, description="T_high", layout=slider_layout, **common
         )
         self.batch_slider = widgets.IntSlider(
-            value=batch_size, min=1, max=rows, step=1, description="batch size", layout=slider_layout, **common
+            value=batch_size,
+            min=MIN_CSKD_BATCH,
+            max=rows,
+            step=1,
+            description="batch size",
+            layout=slider_layout,
+            **common,
         )
         self.cswt_toggle = widgets.ToggleButton(value=cswt, description="CSWT", tooltip="cosine-similarity-weighted T")
         for control, dom_class in (
@@ -263,13 +291,12 @@ class TemperatureTuner(_Displayable):
         # them and share one softmax between KD and the per-class cosines (tests compare every
         # number with the public functions).
         with torch.no_grad():
-            if b not in self._sample_cosines:
-                self._sample_cosines[b] = losses._per_sample_cosine(student, teacher, 1.0)
-            sample_cosines = self._sample_cosines[b]
+            sample_cosines = self._cached_sample_cosines(b, student, teacher)
             temperatures = losses._cswt_from_cosines(sample_cosines, t_low, t_high)
             log_s = torch.log_softmax(student / temperature, dim=1)
             log_t = torch.log_softmax(teacher / temperature, dim=1)
-            class_cosines = losses._cosine_of_directions(losses._directions(log_s, 0), losses._directions(log_t, 0), 0)
+            directions = (losses._directions(log_s, 0), losses._directions(log_t, 0))
+            class_cosines = losses._cosine_of_directions(*directions, 0).clamp_(0.0, 1.0)  # rounding stays in [0, 1]
             kd = temperature**2 * float((log_t.exp() * (log_t - log_s)).sum(1).mean())
             d_fixed = float(1.0 - class_cosines.mean())
             d_cswt = float(1.0 - losses._per_class_cosine(student, teacher, temperatures).mean())
@@ -292,6 +319,17 @@ class TemperatureTuner(_Displayable):
             "temperatures": temperatures.numpy(),
             "class_cosines": class_cosines.numpy(),
         }
+
+    def _cached_sample_cosines(self, b: int, student: Tensor, teacher: Tensor) -> Tensor:
+        """The per-sample cosines (``T = 1``) of the first ``b`` rows, from a bounded LRU cache."""
+        cache = self._sample_cosines
+        if b in cache:
+            cache.move_to_end(b)
+        else:
+            cache[b] = losses._per_sample_cosine(student, teacher, 1.0)
+            while len(cache) > SAMPLE_COSINE_CACHE_SIZE:
+                cache.popitem(last=False)
+        return cache[b]
 
     # ------------------------------------------------------------------ figure
     def _build_figure(self, animated: bool = True) -> tuple[Figure, dict[str, Any]]:
