@@ -119,6 +119,12 @@ def _distributed(quick: bool) -> list[dict]:
     return [r.row() for r in distributed_overhead.run(["--steps", "10", "--repeats", "1"] if quick else [])]
 
 
+def _analysis(quick: bool) -> list[dict]:
+    from benchmarks import analysis_compare
+
+    return [r.row() for r in analysis_compare.run(quick)]
+
+
 SECTIONS = {
     "loss cost (forward + backward) vs kd_loss": _loss_cost,
     "trainer overhead": _trainer_overhead,
@@ -129,6 +135,7 @@ SECTIONS = {
     "widget redraw": _widget_redraw,
     "memory": _memory,
     "global-batch CSKD (2 processes, gloo)": _distributed,
+    "analysis: compare and predict_logits": _analysis,
 }
 
 

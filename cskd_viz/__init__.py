@@ -18,6 +18,7 @@ _SUBMODULES = (
     "data",
     "models",
     "methods",
+    "analysis",
     "training",
     "train",
     "runs",

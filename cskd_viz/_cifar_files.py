@@ -48,16 +48,61 @@ def _latin1(text: Any, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+class _ArrayType:
+    """Stands for ``numpy.ndarray`` in a pickle: genuine files only hand it to ``_reconstruct``.
+
+    Calling it (``REDUCE``/``NEWOBJ``, e.g. ``ndarray((2**40,), 'u1')``) would allocate whatever a
+    planted file asks for, so it is refused.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("unexpected call of numpy.ndarray (genuine files never call it)")
+
+
+def _check_plain(dtype: Any) -> None:
+    """Refuse all but plain numbers: an object dtype (or flags saying so, which ``dtype.__setstate__``
+    takes from the file) would read raw bytes of the file as pointers."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biufc" or dtype.flags or dtype.fields is not None:
+        raise pickle.UnpicklingError(f"unexpected array dtype {dtype!r} (genuine files hold plain numbers)")
+
+
+class _PickledArray(np.ndarray):
+    """What ``_reconstruct`` makes: ``BUILD`` may fill it with plain numbers only (see :func:`_check_plain`)."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("unexpected array state")
+        _check_plain(state[-3])
+        super().__setstate__(state)
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` as genuine pickles use it: an empty array that ``BUILD`` then fills.
+
+    Any other shape would be allocated before the data it should hold is read (a planted file could
+    ask for terabytes).
+    """
+    if subtype is not _ArrayType or not isinstance(shape, tuple) or shape != (0,):
+        raise pickle.UnpicklingError(f"unexpected _reconstruct({getattr(subtype, '__name__', subtype)}, {shape!r})")
+    return _numpy("multiarray", "_reconstruct")(_PickledArray, shape, dtype)
+
+
+def _frombuffer(buffer: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """numpy's ``_frombuffer`` (protocol-5 pickles) for plain numbers only."""
+    _check_plain(dtype)
+    return _numpy("numeric", "_frombuffer")(buffer, dtype, shape, order)
+
+
 # What the official files (Python 2 / numpy pickles) and Python 3 re-pickles of them reference.
 _ALLOWED: dict[tuple[str, str], Callable[[], Any]] = {
-    ("numpy", "ndarray"): lambda: np.ndarray,
+    ("numpy", "ndarray"): lambda: _ArrayType,
     ("numpy", "dtype"): lambda: np.dtype,
     ("_codecs", "encode"): lambda: _latin1,
 }
 for _base in ("numpy.core", "numpy._core"):
-    _ALLOWED[(f"{_base}.multiarray", "_reconstruct")] = lambda: _numpy("multiarray", "_reconstruct")
+    _ALLOWED[(f"{_base}.multiarray", "_reconstruct")] = lambda: _reconstruct
     _ALLOWED[(f"{_base}.multiarray", "scalar")] = lambda: _numpy("multiarray", "scalar")
-    _ALLOWED[(f"{_base}.numeric", "_frombuffer")] = lambda: _numpy("numeric", "_frombuffer")
+    _ALLOWED[(f"{_base}.numeric", "_frombuffer")] = lambda: _frombuffer
 
 
 class CifarUnpickler(pickle.Unpickler):
@@ -113,12 +158,13 @@ def read_cifar_batch(path: str | Path) -> dict[str, Any]:
             entry = CifarUnpickler(fh, path).load()
     except UnsafeDataFileError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, LookupError, AttributeError, OverflowError) as err:
         reason = str(err) or "it ends early"
         raise DataFileError(f"{path} is truncated or corrupt, not a readable CIFAR file ({reason})") from err
     if not isinstance(entry, dict):
         raise DataFileError(f"{path} is not a CIFAR file: it holds a {type(entry).__name__}, not a dict")
-    return {_text(key): value for key, value in entry.items()}
+    plain = {key: value.view(np.ndarray) if isinstance(value, _PickledArray) else value for key, value in entry.items()}
+    return {_text(key): value for key, value in plain.items()}
 
 
 def _md5(path: Path) -> str:

@@ -80,6 +80,8 @@ def dir_problem(path: str | os.PathLike, flag: str) -> str | None:
         ...         pathlib.Path(tmp) / "file" / "sub", "--runs-dir").endswith("is a file, not a directory")
         (True, True)
     """
+    if not os.fspath(path).strip():  # Path("") is ".": the run logs would land, unasked, in the working directory
+        return f"{flag} is empty: give the path of a directory"
     target = Path(path)
     ancestor = _existing_ancestor(target)
     if not ancestor.is_dir():

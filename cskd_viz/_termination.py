@@ -19,12 +19,14 @@ __all__ = [
     "Terminated",
     "termination_as_interrupt",
     "deferred_termination",
+    "termination_after",
+    "termination_raised",
     "pending_termination",
     "raise_pending_termination",
 ]
 
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
-_state = {"deferring": 0, "pending": None}
+_state = {"deferring": 0, "pending": None, "raised": None}
 
 
 class Terminated(KeyboardInterrupt):
@@ -40,6 +42,10 @@ def _handle(signum: int, frame) -> None:
     if _state["deferring"] and _state["pending"] is None:
         _state["pending"] = signum  # the training loop ends the run after the current step
         return
+    # Also noted: an import cut short by the exception may turn it into an ImportError (or swallow it),
+    # so the training loop still stops at its first step and the command still exits 128 + signum.
+    _state["pending"] = _state["pending"] or signum
+    _state["raised"] = signum
     raise Terminated(signum)
 
 
@@ -49,6 +55,7 @@ def termination_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _state["raised"] = None
     previous = {signum: signal.signal(signum, _handle) for signum in _SIGNALS}
     try:
         yield
@@ -66,6 +73,25 @@ def deferred_termination() -> Iterator[None]:
         yield
     finally:
         _state["deferring"] -= 1
+
+
+@contextlib.contextmanager
+def termination_after() -> Iterator[None]:
+    """A termination signal within the block (main thread only) waits until the block is done, then is
+    raised, unless an outer :func:`deferred_termination` takes it (for a short write that must not be cut)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with deferred_termination():
+        yield
+    if not _state["deferring"]:
+        raise_pending_termination()
+
+
+def termination_raised() -> int | None:
+    """The signal a :class:`Terminated` was raised for since :func:`termination_as_interrupt` was last
+    entered, if any (kept after it exits: an error that replaced the exception is then told from a bug)."""
+    return _state["raised"]
 
 
 def pending_termination() -> int | None:

@@ -35,6 +35,7 @@ TEMPERATURE_RANGE = (1e-3, 1e3)
 MAX_ABS_LOGIT = 1e30
 _LOGIT_LIMIT = MAX_ABS_LOGIT * 1.01  # 1e30 rounded to bf16/fp16/fp32 (up to 0.4% above) still counts as 1e30
 MIN_CSKD_BATCH = 2
+_TARGET_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _RANGE_TEXT = f"[{TEMPERATURE_RANGE[0]:g}, {TEMPERATURE_RANGE[1]:g}] (cskd_viz.losses.TEMPERATURE_RANGE)"
 
 
@@ -81,8 +82,11 @@ def check_target_structure(targets: Tensor, batch_size: int, logits_shape: tuple
         raise TypeError(
             f"targets must be a torch.Tensor of class indices ({batch_size},), got {type(targets).__name__}"
         )
-    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-        raise TypeError(f"targets must have an integer dtype (integer class indices), got {targets.dtype}")
+    if targets.dtype not in _TARGET_DTYPES:  # torch's losses and aminmax support no others (uint16, uint32, ...)
+        raise TypeError(
+            f"targets must have an integer dtype (integer class indices: int64, int32, int16, int8 or uint8), "
+            f"got {targets.dtype}"
+        )
     if targets.shape != (batch_size,):
         match = f" to match student_logits {tuple(logits_shape)}" if logits_shape is not None else ""
         raise ValueError(f"targets must have shape ({batch_size},){match}, got {tuple(targets.shape)}")
@@ -111,6 +115,11 @@ def check_pair(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor |
     """
     _check_structure(student_logits, "student_logits")
     _check_structure(teacher_logits, "teacher_logits")
+    if teacher_logits.device != student_logits.device:
+        raise ValueError(
+            f"teacher_logits are on {teacher_logits.device} but student_logits on {student_logits.device}: "
+            "move both to one device"
+        )
     extremes = torch.stack([value for x in (student_logits, teacher_logits) for value in torch.aminmax(x.detach())])
     if targets is not None:
         check_target_structure(targets, student_logits.shape[0], tuple(student_logits.shape))

@@ -348,6 +348,10 @@ def _run_train(args, parser) -> int:
     from cskd_viz.train import distributed_session, run_experiment
     from cskd_viz.training.faults import TrainingDiverged
 
+    checkpoint = args.teacher_checkpoint
+    if checkpoint is not None and not os.path.isfile(checkpoint):  # a user error like any other unusable checkpoint
+        why = "a directory" if os.path.isdir(checkpoint) else "no such file"
+        fail(f"--teacher-checkpoint {checkpoint} is not a file ({why})")
     config = _train_config(args, parser)
     if config.teacher_checkpoint is not None:
         _check_checkpoint(config)
@@ -436,8 +440,11 @@ def _check_launch(args, parser) -> None:
 
 
 def _writes_files() -> bool:
-    """Whether this process writes run logs and figures: global rank 0 of a torchrun launch, or the only process."""
-    return os.environ.get("RANK", "0").strip() in ("", "0")
+    """Whether this process writes run logs and figures: global rank 0 of a torchrun launch, or the only process
+    (``RANK`` counts only with ``WORLD_SIZE > 1``, as for the launch itself; checked by :func:`_check_launch`)."""
+    from cskd_viz._torchrun import torchrun_world_size
+
+    return torchrun_world_size() <= 1 or os.environ.get("RANK", "0").strip() in ("", "0")
 
 
 def _check_dir(path: str, flag: str, parser) -> None:
@@ -514,15 +521,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"demo": _run_demo, "train": _run_train, "report": _run_report}
     sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # for errors naming the command
     started = time.time()
-    from cskd_viz._termination import termination_as_interrupt
+    from cskd_viz._termination import Terminated, termination_as_interrupt, termination_raised
 
     try:
         with termination_as_interrupt():  # SIGTERM and SIGHUP end a run like Ctrl-C (exit 143 and 129)
             return commands[args.command](args, sub_parser)
     except KeyboardInterrupt as err:  # Ctrl-C; a termination signal is a subclass with its own exit_code
-        # names the run logs it really left on disk (none when it came before training)
-        print("\n" + interrupted_message(err, getattr(args, "runs_dir", None), started), file=sys.stderr)
-        return getattr(err, "exit_code", 130)
+        stop = err
+    except Exception:  # a signal during an import can surface as an ImportError (or another error)
+        if termination_raised() is None:
+            raise
+        stop = Terminated(termination_raised())
+    # names the run logs it really left on disk (none when it came before training)
+    print("\n" + interrupted_message(stop, getattr(args, "runs_dir", None), started), file=sys.stderr)
+    return getattr(stop, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -474,7 +474,8 @@ def _cifar(
         idx = _subset(len(labels), _size(name, size, len(labels)), subset_seed)
         targets = torch.from_numpy(labels[idx])
         if len(targets) and (targets.min() < 0 or targets.max() >= num_classes):
-            raise DataFileError(f"{kind} labels in {folder} must be in 0..{num_classes - 1}, got {int(targets.max())}")
+            bad = int(targets.min()) if targets.min() < 0 else int(targets.max())
+            raise DataFileError(f"{kind} labels in {folder} must be in 0..{num_classes - 1}, got {bad}")
         return torch.from_numpy(np.ascontiguousarray(images[idx])), targets
 
     train_x, train_y = tensors(0, train_size, "train_size", seed)

@@ -33,12 +33,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch  # noqa: F401 - the doctest examples use it
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cskd_viz import losses
 from cskd_viz._validation import (
+    _check_structure,
     check_bool,
     check_pair,
     check_scalar,
@@ -81,6 +82,14 @@ def _check_teacher(method: Method, teacher_logits: Tensor | None) -> Tensor:
     return teacher_logits
 
 
+def _cross_entropy(student_logits: Tensor, targets: Tensor) -> Tensor:
+    """``F.cross_entropy`` in float32 for fp16/bf16 logits, as under autocast (in float16 a valid logit of
+    ~6e4 made the CE term infinite), with any validated integer targets (torch takes int64 and uint8 only)."""
+    if student_logits.dtype in (torch.float16, torch.bfloat16):
+        student_logits = student_logits.float()
+    return F.cross_entropy(student_logits, targets.long())
+
+
 def total_loss(terms: dict[str, Tensor]) -> Tensor:
     """Sum of the ``loss_*`` terms of a method's output (the training objective).
 
@@ -89,6 +98,8 @@ def total_loss(terms: dict[str, Tensor]) -> Tensor:
         >>> float(total_loss(terms))
         1.5
     """
+    if not isinstance(terms, dict):
+        raise TypeError(f"terms must be a dict of a method's terms, got {type(terms).__name__}")
     loss_terms = [value for key, value in terms.items() if key.startswith("loss_")]
     if not loss_terms:
         raise ValueError(f"terms has no 'loss_*' entry, got keys {sorted(terms)}")
@@ -167,12 +178,15 @@ class Method:
         """
         if not isinstance(student_logits, Tensor) or student_logits.dim() != 2:
             raise ValueError("student_logits must be a (B, C) tensor")
+        if isinstance(targets, Tensor) and targets.device != student_logits.device:  # CE would fail (or copy)
+            raise ValueError(f"targets are on {targets.device} but student_logits on {student_logits.device}")
         if self.needs_teacher:  # logits, shapes and target range: one read-back for all
-            teacher_logits = _check_teacher(self, teacher_logits).detach()
-            check_pair(student_logits, teacher_logits, targets)
-        else:
+            check_pair(student_logits, _check_teacher(self, teacher_logits), targets)
+            teacher_logits = teacher_logits.detach()
+        else:  # CE alone: the logits' dtype and shape (torch's CE takes any values), the targets' range
+            _check_structure(student_logits, "student_logits")
             check_targets(targets, student_logits.shape[0], student_logits.shape[1], tuple(student_logits.shape))
-        terms = {"loss_ce": _weighted(self.w_ce, F.cross_entropy(student_logits, targets))}
+        terms = {"loss_ce": _weighted(self.w_ce, _cross_entropy(student_logits, targets))}
         if self.needs_teacher:  # the losses' unchecked cores: everything was validated above or in __post_init__
             student, teacher = losses._as_compute(student_logits, teacher_logits)
             if group is not None and self.supports_group:

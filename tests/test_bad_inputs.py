@@ -495,3 +495,76 @@ def test_plot_figure_sizes_are_checked_once_for_all_plots():
             _figure_and_ax(None, figsize)
         with pytest.raises(ValueError, match=r"figsize must be a pair"):
             _figure_and_axes(None, 2, figsize)
+
+
+# ----------------------------------------------------------------------------- review of issue 14: more bad inputs
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.int8, torch.uint8])
+@pytest.mark.parametrize("name", ["ce", "kd", "cskd_cswt", "dist"])
+def test_methods_take_integer_targets_of_any_supported_dtype(name, dtype):
+    s, t = _pair(4, 3)
+    targets = torch.tensor([0, 1, 2, 0], dtype=dtype)
+    out = methods.get_method(name)(s, t, targets)
+    assert out["loss_ce"] == methods.get_method(name)(s, t, targets.long())["loss_ce"]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_unsupported_target_dtypes_are_a_type_error(dtype):
+    s, t = _pair(4, 3)
+    targets = torch.tensor([0, 1, 2, 0]).to(dtype)
+    for call in (lambda: methods.CE()(s, None, targets), lambda: methods.KD()(s, t, targets)):
+        with pytest.raises(TypeError, match="targets must have an integer dtype"):
+            call()
+    with pytest.raises(TypeError, match="targets must have an integer dtype"):
+        metrics.Agreement().update(s, t, targets)
+
+
+@pytest.mark.parametrize(
+    ("logits", "error", "pattern"),
+    [
+        (torch.zeros(4, 3, dtype=torch.long), TypeError, "student_logits must have a floating dtype"),
+        (torch.zeros(4, 3, dtype=torch.complex64), TypeError, "student_logits must have a floating dtype"),
+        (torch.zeros(0, 3), ValueError, "student_logits is an empty batch"),
+        (torch.zeros(4, 0), ValueError, "student_logits has no classes"),
+    ],
+)
+def test_ce_checks_the_structure_of_its_logits(logits, error, pattern):
+    targets = torch.zeros(logits.shape[0], dtype=torch.long)
+    with pytest.raises(error, match=pattern):
+        methods.CE()(logits, None, targets)
+
+
+def test_a_non_tensor_teacher_and_devices_are_named():
+    s, t = _pair(4, 3)
+    with pytest.raises(TypeError, match="teacher_logits must be a torch.Tensor"):
+        methods.KD()(s, t.numpy(), _targets(4, 3))
+    with pytest.raises(ValueError, match="teacher_logits are on meta but student_logits on cpu"):
+        losses.kd_loss(s, t.to("meta"))
+    with pytest.raises(ValueError, match="targets are on meta"):
+        methods.CE()(s, None, _targets(4, 3).to("meta"))
+    with pytest.raises(TypeError, match="terms must be a dict"):
+        methods.total_loss([torch.tensor(1.0)])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ["ce", "kd", "cskd_cswt", "dist"])
+def test_the_ce_term_of_half_precision_logits_stays_finite(name, dtype):
+    """In float16, CE of valid logits of magnitude 65504 was inf; it is computed in float32, as under autocast."""
+    s = torch.full((4, 3), 65504.0).to(dtype)
+    s[0, 0] = -65504.0
+    out = methods.get_method(name)(s, -s, torch.tensor([0, 1, 2, 0]))
+    assert out["loss_ce"].dtype == torch.float32
+    assert all(math.isfinite(float(v)) for k, v in out.items() if k.startswith("loss_"))
+    reference = torch.nn.functional.cross_entropy(s.double(), torch.tensor([0, 1, 2, 0]))
+    assert float(out["loss_ce"]) == pytest.approx(float(reference), rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 2**70, 1.5, "0", True])
+def test_seeds_outside_what_torch_takes_are_refused_by_name(seed):
+    from cskd_viz.training import TrainSettings
+
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        RunConfig(dataset="digits", method="ce", teacher=None, epochs=1, seed=seed)
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        TrainSettings(epochs=1, seed=seed)

@@ -123,7 +123,7 @@ def test_version():
 HEAVY = ("matplotlib", "ipywidgets", "pandas", "seaborn", "IPython", "torchmetrics", "lightning")
 
 
-@pytest.mark.parametrize("module", ["cskd_viz", "cskd_viz.losses", "cskd_viz.diagnostics"])
+@pytest.mark.parametrize("module", ["cskd_viz", "cskd_viz.losses", "cskd_viz.diagnostics", "cskd_viz.analysis"])
 def test_import_does_not_pull_notebook_or_plotting_stacks(module):
     code = (
         "import sys, importlib\n"

@@ -378,6 +378,41 @@ def test_an_abandoned_log_releases_its_run(tmp_path):
     RunLog({"name": "a"}, path=tmp_path / "a", overwrite=True).finish()
 
 
+def test_an_abandoned_log_that_flushed_in_the_background_releases_its_run(tmp_path):
+    import gc
+
+    log = RunLog({"name": "a", "method": "ce"}, path=tmp_path / "a")
+    log.log_step(StepRecord(1, 0, {"loss": 1.0}))
+    log.flush(background=True)  # as a Monitor does: the writer thread must not keep the log alive
+    log.wait()
+    del log
+    gc.collect()
+    assert ownership.lock_state(tmp_path / "a") != "held"
+    RunLog({"name": "a"}, path=tmp_path / "a", overwrite=True).finish()
+    for thread in threading.enumerate():
+        if thread.name.startswith("cskd_viz-runlog"):
+            thread.join(timeout=WAIT_S)  # both end once their log is gone (the writer at once)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("cskd_viz-runlog")]
+
+
+def test_a_refused_log_at_a_finished_run_adds_no_lock_file(tmp_path):
+    _finished_run(tmp_path / "r")
+    before = _files(tmp_path / "r")
+    with pytest.raises(RunLogError, match="already holds a run"):
+        RunLog({"name": "r"}, path=tmp_path / "r")
+    assert _files(tmp_path / "r") == before
+
+
+def test_loading_a_finished_run_left_uncompacted_leaves_no_lock_file(tmp_path, monkeypatch):
+    log = _some_log(tmp_path / "r")
+    monkeypatch.setattr(store, "remove", lambda paths: None)  # killed after the final status, before deleting parts
+    log.finish()
+    monkeypatch.undo()
+    assert store.part_files(tmp_path / "r", "steps")
+    assert load_run(tmp_path / "r").steps["step"].tolist() == [1, 2, 3]  # compacted on load
+    assert not store.part_files(tmp_path / "r", "steps") and not (tmp_path / "r" / ownership.LOCK_FILE).exists()
+
+
 # ----------------------------------------------------------------------------- disk errors
 
 

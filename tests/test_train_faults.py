@@ -28,7 +28,8 @@ from cskd_viz.train import RunConfig, run_experiment, train_teacher
 from cskd_viz.training.faults import FiniteWatch, TrainingDiverged
 
 DIVERGED = re.compile(
-    r"became (NaN|infinite|non-finite|larger than 1e\+30 in magnitude) at step \d+ \(lr [0-9.e+]+\): lower the learning rate \(--lr\)"
+    r"became (NaN|infinite|non-finite|larger than 1e\+30 in magnitude) at step \d+ \(lr [0-9.e+]+\): "
+    r"lower the learning rate \(--lr\)"
 )
 CLI = [sys.executable, "-m", "cskd_viz.cli"]
 
@@ -237,6 +238,104 @@ def test_sigterm_at_ten_random_steps_always_leaves_an_interrupted_run_that_loads
     assert len(stopped_at) > 1  # the signals did land at different steps
 
 
+def _digits_run(tmp_path: Path, name: str, **settings):
+    """A short CE run on digits into ``tmp_path/name`` (its ``model.pt`` there); the exit code of a signal."""
+    from cskd_viz._termination import Terminated, termination_as_interrupt
+
+    train, test, _ = make_loaders("digits", batch_size=64, seed=0)
+    log = RunLog({"name": name, "method": "ce"}, path=tmp_path / name)
+    options = {"epochs": 2, "log_every": 1, "flush_interval_s": 1000, "progress": False, **settings}
+    try:
+        with termination_as_interrupt():
+            train_teacher(get_model("mlp_small", 10, (1, 8, 8)), train, test, run_log=log,
+                          model_path=tmp_path / name / "model.pt", **options)  # fmt: skip
+    except Terminated as err:
+        return err.exit_code
+    return 0
+
+
+@pytest.mark.parametrize("where", ["the model is saved", "the log is compacted"])
+def test_sigterm_while_the_run_is_closed_keeps_every_row_and_still_exits_143(tmp_path, monkeypatch, where):
+    import cskd_viz.training.loop as loop
+    from cskd_viz.runs import store
+
+    module, attribute = (loop, "save_checkpoint") if where == "the model is saved" else (store, "compact")
+    real = getattr(module, attribute)
+
+    def signalled(*args, **kwargs):
+        monkeypatch.setattr(module, attribute, real)
+        os.kill(os.getpid(), signal.SIGTERM)  # e.g. `timeout` firing just as training ends
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, attribute, signalled)
+    assert _digits_run(tmp_path, "r") == 143
+    log = load_run(tmp_path / "r")
+    assert log.status == "finished" and log.progress["step"] > 0  # every step was trained: it is complete
+    assert len(log.steps) == log.progress["step"] and len(log.evals) == 2  # no row of the last flush is lost
+    assert (tmp_path / "r" / "model.pt").is_file()
+
+
+def test_a_signal_that_an_import_turns_into_another_error_still_exits_with_its_code(monkeypatch, capsys):
+    from cskd_viz import cli
+
+    def importing(args, parser):  # a SIGTERM inside an import can come out as an ImportError
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise ImportError("cannot import name 'x' from partially initialized module 'numpy'") from None
+        return 0
+
+    monkeypatch.setattr(cli, "_run_report", importing)
+    assert cli.main(["report", "runs"]) == 143
+    err = capsys.readouterr().err
+    assert "terminated by SIGTERM" in err and "ImportError" not in err
+
+
+def test_a_signal_an_import_swallowed_still_stops_the_run_at_its_first_step(tmp_path):
+    from cskd_viz._termination import Terminated, termination_as_interrupt
+
+    train, _, _ = make_loaders("digits", batch_size=64, seed=0)
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    with pytest.raises(Terminated), termination_as_interrupt():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass  # a library's `try: import x / except ImportError` can eat it
+        train_teacher(get_model("mlp_small", 10, (1, 8, 8)), train, run_log=log, epochs=5, progress=False)
+    loaded = load_run(tmp_path / "r")
+    assert loaded.status == "interrupted" and loaded.progress["step"] == 1
+
+
+def test_ctrl_c_with_non_finite_weights_says_failed_on_stderr(tmp_path, capsys):
+    train, _, _ = make_loaders("digits", batch_size=64, seed=0)
+    model = get_model("mlp_small", 10, (1, 8, 8))
+
+    class Breaks:
+        def on_step(self, record):
+            with torch.no_grad():
+                next(model.parameters()).view(-1)[0] = float("nan")
+            raise KeyboardInterrupt
+
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    train_teacher(model, train, run_log=log, epochs=1, callbacks=[Breaks()], raise_on_interrupt=False, progress=False)
+    assert load_run(tmp_path / "r").status == "failed"
+    assert "saved with status 'failed'" in capsys.readouterr().err
+
+
+def test_an_auto_teacher_whose_model_pt_does_not_fit_the_architecture_is_trained_again(tmp_path, capsys):
+    config = _teacher_config()
+    run_experiment(config, runs_dir=tmp_path, progress=False)
+    model_pt = tmp_path / config.teacher_config().run_name / "model.pt"
+    state = torch.load(model_pt, weights_only=True)
+    state["model"] = {f"old.{k}": v for k, v in state["model"].items()}  # e.g. saved by an older model definition
+    torch.save(state, model_pt)
+    capsys.readouterr()
+    assert run_experiment(config, runs_dir=tmp_path, progress=False, overwrite=True).status == "finished"
+    assert "does not fit the teacher's architecture" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- full disk
 
 
@@ -316,3 +415,22 @@ def test_enospc_on_a_part_ends_the_run_failed_and_the_status_still_lands(tmp_pat
     loaded = load_run(tmp_path / "full")
     assert loaded.status == "failed" and "No space left on device" in loaded.reason
     assert len(loaded.steps) > 0
+
+
+def test_a_disk_that_fills_up_as_the_run_ends_leaves_it_failed_not_finished(tmp_path, monkeypatch):
+    import errno
+
+    from cskd_viz.runs import RunLogWriteError, store
+
+    real_write = store.atomic_write
+
+    def full_at_the_end(path, write):
+        if path.name.startswith("compacted"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, write)
+
+    monkeypatch.setattr(store, "atomic_write", full_at_the_end)
+    with pytest.raises(RunLogWriteError, match="No space left on device"):
+        _digits_run(tmp_path, "full")
+    loaded = load_run(tmp_path / "full")
+    assert loaded.status == "failed" and "No space left on device" in loaded.reason  # its last rows are missing

@@ -264,3 +264,81 @@ def test_interrupt_during_training_names_the_saved_run_log(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert f"the run log was saved: {tmp_path / 'runs' / 'cut'} (status 'interrupted')" in err
     assert load_run(tmp_path / "runs" / "cut").status == "interrupted"
+
+
+# --- review of issue 14 ---------------------------------------------------------------------------
+
+KD = ["--teacher", "mlp_large", "--method", "kd"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--runs-dir", ""], "--runs-dir is empty"),
+        (["--teacher-checkpoint", "missing.pt", *KD], "missing.pt is not a file (no such file)"),
+        (["--teacher-checkpoint", ".", *KD], "--teacher-checkpoint . is not a file (a directory)"),
+    ],
+)
+def test_empty_runs_dir_and_missing_checkpoints_are_one_line(args, expected, tmp_path, monkeypatch, capsys):
+    """``--runs-dir ''`` once wrote the run into the working directory; a missing checkpoint printed the usage."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *TINY, *args])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, expected)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_stray_rank_without_world_size_still_checks_the_paths(tmp_path, monkeypatch, capsys):
+    """``RANK=1`` alone is one process that writes: its paths are checked before training, like any other."""
+    (tmp_path / "somefile").write_text("x")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *TINY, "--runs-dir", str(tmp_path / "somefile" / "sub")])
+    assert exit_info.value.code == 2
+    assert_one_line_error(capsys.readouterr().err, "--runs-dir", "is a file, not a directory")
+
+
+def _gadget_pickles() -> dict[str, bytes]:
+    """Pickles that use only the numpy names genuine CIFAR files need, to allocate or to read pointers."""
+    import numpy as np
+
+    numpy_v8 = pickle.dumps(np.zeros(1, "V8"), protocol=0)
+    flagged = numpy_v8.replace(b"I8\nI1\nI0\nt", b"I8\nI1\nI63\nt")  # dtype.__setstate__ flags: "holds objects"
+    assert flagged != numpy_v8
+    huge = pickle.dumps(np.arange(3, dtype=np.uint8), protocol=0).replace(b"(I1\n(I3\nt", b"(I1\n(I1099511627776\nt")
+    object_array = pickle.dumps(np.array([1, 2, 3], dtype=object), protocol=0)
+    return {
+        "ndarray call": b"cnumpy\nndarray\n((I1099511627776\ntS'u1'\ntR.",
+        "_reconstruct shape": b"cnumpy.core.multiarray\n_reconstruct\n(cnumpy\nndarray\n(I1099511627776\ntS'b'\ntR.",
+        "object array": object_array.replace(b"(I1\n(I3\nt", b"(I1\n(I1099511627776\nt"),
+        "object flags": flagged,
+        "huge shape": huge,
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_gadget_pickles()))
+def test_cifar_gadgets_of_allowed_names_are_refused(case, tmp_path):
+    """A huge array asked for, an object dtype, or flags saying "objects": refused before allocating or reading."""
+    from cskd_viz._cifar_files import DataFileError, read_cifar_batch
+
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(_gadget_pickles()[case])
+    with pytest.raises(DataFileError, match=str(path)):
+        read_cifar_batch(path)
+
+
+def test_real_format_cifar_batches_load_as_plain_arrays(tmp_path):
+    import numpy as np
+
+    from cskd_viz._cifar_files import read_cifar_batch
+
+    src = write_cifar(tmp_path, "cifar10", n_train=10, n_test=4)
+    entry = read_cifar_batch(tmp_path / "cifar-10-batches-py" / "test_batch")
+    assert type(entry["data"]) is np.ndarray and entry["data"].dtype == np.uint8
+    assert entry["labels"] == src["test_labels"].tolist()
+    for protocol in range(6):
+        path = tmp_path / f"p{protocol}"
+        path.write_bytes(pickle.dumps({"data": np.arange(6, dtype=np.uint8).reshape(2, 3)}, protocol=protocol))
+        assert read_cifar_batch(path)["data"].tolist() == [[0, 1, 2], [3, 4, 5]]

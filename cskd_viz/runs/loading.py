@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cskd_viz.runs import ownership, store
 from cskd_viz.runs.log import RunLog
+from cskd_viz.runs.meta import apply_meta, read_meta
 from cskd_viz.runs.records import (  # noqa: F401 - the doctests use them
     CONFIG_FILE,
     DEAD,
@@ -30,78 +29,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
-def _read_meta(path: Path) -> dict:
-    if not path.exists():
-        raise RunLogError(f"no run directory at {path}")
-    if not path.is_dir():
-        raise RunLogError(f"{path} is not a directory (a run is a directory holding {CONFIG_FILE} and CSV files)")
-    config_file = path / CONFIG_FILE
-    if not config_file.is_file():
-        raise RunLogError(f"{path} is not a cskd_viz run directory: {config_file} is missing")
-    try:
-        meta = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise RunLogError(f"{config_file} is corrupt: cannot parse JSON ({store.one_line(err)})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise RunLogError(f'{config_file} is not a cskd_viz run config (expected "format": "{FORMAT}")')
-    version = meta.get("schema_version")
-    if version not in READABLE_SCHEMAS:
-        raise RunLogError(
-            f"{config_file} has schema_version {version!r}; this cskd_viz reads schema_version "
-            f"{' and '.join(map(str, READABLE_SCHEMAS))}"
-        )
-    if meta.get("status") not in STATUSES:
-        raise RunLogError(f"{config_file} has an unknown status {meta.get('status')!r}; expected one of {STATUSES}")
-    if not isinstance(meta.get("config"), dict):
-        raise RunLogError(f'{config_file} has no "config" object')
-    flushed = meta.get("flushed")
-    if flushed is not None and not _is_index(flushed):
-        raise RunLogError(f"{config_file} has a malformed flushed: {_short(flushed)} (a non-negative int)")
-    _check_fields(meta, config_file)
-    return meta
-
-
-def _is_index(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and 0 <= value < 2**63
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# Fields of "config" that readers use (tables, plots), and what they must be when present.
-_CONFIG_FIELDS = {
-    **dict.fromkeys(("name", "method", "dataset", "student", "teacher"), (str,)),
-    "t_low": (int, float),
-    "t_high": (int, float),
-}
-
-
-def _check_fields(meta: dict, config_file: Path) -> None:
-    """The fields of ``config.json`` readers use besides the format ones: RunLogError naming the field."""
-    progress = meta.get("progress", {})
-    if not isinstance(progress, dict):
-        raise RunLogError(f"{config_file} has a malformed progress: {_short(progress)} (an object)")
-    for key in ("step", "epoch"):
-        if not _is_index(progress.get(key, 0)):
-            raise RunLogError(f"{config_file} has a malformed progress.{key}: {_short(progress.get(key))}")
-    for key in ("reason", "run_id", "created", "updated", "heartbeat"):
-        if meta.get(key) is not None and not isinstance(meta[key], str):
-            raise RunLogError(f"{config_file} has a malformed {key}: {_short(meta[key])} (a string or null)")
-    for key, kinds in _CONFIG_FIELDS.items():
-        value = meta["config"].get(key)
-        if value is None:
-            continue
-        bad = isinstance(value, bool) or not isinstance(value, kinds)
-        if bad or (isinstance(value, float) and not math.isfinite(value)):
-            raise RunLogError(f"{config_file} has a malformed config.{key}: {_short(value)}")
-
-
 def is_run_dir(path: str | os.PathLike) -> bool:
     """Whether ``path`` looks like a run directory (has a ``config.json`` with the format marker)."""
     try:
-        _read_meta(Path(path))
+        read_meta(Path(path))
     except RunLogError:
         return False
     return True
@@ -147,13 +78,13 @@ def load_run(path: str | os.PathLike, *, steps: slice | None = None, every: int 
             raise ValueError(f"steps must be slice(start, stop) of step numbers (ints or None), got {steps!r}")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
         raise ValueError(f"every must be a positive int or None, got {every!r}")
-    meta = _read_meta(path)
+    meta = read_meta(path)
     log = RunLog(meta["config"], path=None, status=meta["status"])
     log.path = path
     log.schema_version = meta["schema_version"]
     log._selection = (steps, every)
     log._own = False
-    _apply_meta(log, meta)
+    apply_meta(log, meta)
     if log.schema_version == 1:  # the CSV layout: read-only, read now (small runs)
         for name in FRAMES:
             log._cache[name] = (log._select_frame(name, store.read_csv_frame(path, name)), 10**18)
@@ -169,28 +100,12 @@ def _compact_left_over(path: Path, meta: dict) -> None:
     except (RunLogError, OSError):
         return
     try:
-        if _read_meta(path).get("run_id") == meta.get("run_id"):
+        if read_meta(path).get("run_id") == meta.get("run_id"):
             store.remove(store.compact(path, upto=meta.get("flushed")))
     except (RunLogError, OSError):  # a full or read-only disk: the parts read the same
         pass
     finally:
-        claim.release()
-
-
-def _apply_meta(log: RunLog, meta: dict) -> None:
-    """What ``config.json`` says (checked by ``_read_meta``), onto a loaded log: identity, status (``dead``
-    for a ``running`` run without a live writer), reason, progress and its last flush."""
-    log.config, log.run_id = meta["config"], meta.get("run_id")
-    log.status = meta["status"]
-    if log.status == "running" and ownership.is_dead(log.path, meta):
-        log.status = DEAD
-    log.reason = meta.get("reason")
-    log.created = meta.get("created") or log.created
-    log.updated = meta.get("updated") or log.updated
-    progress = meta.get("progress") or {}
-    log.progress = {key: progress.get(key, 0) for key in ("step", "epoch")}
-    with log._lock:
-        log._committed = meta.get("flushed")  # None: a run of before "flushed" existed, read every part
+        claim.release(remove=True)  # a finished run directory holds no lock file
 
 
 def _as_log(run: RunLog | str | os.PathLike) -> RunLog:

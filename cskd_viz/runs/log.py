@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cskd_viz._termination import termination_after
 from cskd_viz.runs import ownership, store
+from cskd_viz.runs.meta import apply_meta, read_meta
 from cskd_viz.runs.records import (
     CONFIG_FILE,
     FORMAT,
@@ -231,13 +233,11 @@ class RunLog:
         """
         if self._own or self.path is None:
             return self
-        from cskd_viz.runs.loading import _apply_meta, _read_meta
-
-        meta = _read_meta(self.path)
+        meta = read_meta(self.path)
         if meta.get("run_id") != self.run_id:  # another run now lives at this path: start over
             self._cache.clear()
             self._raw_rows.clear()
-        _apply_meta(self, meta)
+        apply_meta(self, meta)
         return self
 
     def _select(self, name: str, table: Any) -> Any:
@@ -383,7 +383,7 @@ class RunLog:
                 self._inflight[self._seq] = rows
             if background:
                 if self._writer is None:
-                    self._writer = store.PartWriter(self._write_job)
+                    self._writer = self._start_writer()
                 self._writer.submit(job)
                 return
             self.wait()
@@ -392,6 +392,20 @@ class RunLog:
             except BaseException:
                 self._restore_failed()
                 raise
+
+    def _start_writer(self) -> store.PartWriter:
+        """The background writer; it holds this log weakly, so that an unfinished log is still garbage
+        collected (releasing its lock), and it ends then."""
+        method = weakref.WeakMethod(self._write_job)
+
+        def write(job: tuple[int, dict[str, list], dict]) -> None:
+            target = method()
+            if target is not None:
+                target(job)
+
+        writer = store.PartWriter(write)
+        weakref.finalize(self, writer.stop)
+        return writer
 
     def _write_job(self, job: tuple[int, dict[str, list], dict]) -> None:
         """Write one flush: each frame's part, then ``config.json``; undo the parts if anything fails."""
@@ -480,6 +494,7 @@ class RunLog:
             daemon=True,
         )
         self._beat_thread.start()
+        weakref.finalize(self, self._beat_stop.set)  # garbage-collected unfinished: the thread ends at once
 
     def _beat(self) -> None:
         """Rewrite ``config.json`` as last written with a fresh ``heartbeat`` (from the heartbeat thread;
@@ -510,8 +525,9 @@ class RunLog:
         The rows logged since the last flush go straight into the compacted files (no last part to
         write and read back). The status goes last, so a run killed while compacting still says
         ``running``: a reader never sees ``finished`` before every row is in place. When writing
-        fails (a full disk), ``config.json`` is still written, if the disk lets it, with the final
-        status over the rows written before, and the error is raised; the rows not written stay
+        fails (a full disk), ``config.json`` is still written, if the disk lets it, over the rows
+        written before, as ``failed`` with the error as reason (see :meth:`_broken_finish`), and the
+        error is raised; the rows not written stay
         pending, for a later ``finish()``. The lock and the heartbeat end in every case.
 
         Args:
@@ -527,21 +543,22 @@ class RunLog:
             self.status, self.reason = status, reason
             return
         self._check_writable()
-        try:
-            with self._writing():
-                self._own_dir()
-                self._finish_files(status, reason)
-        finally:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            self._end_ownership()
+        with termination_after():  # a SIGTERM/SIGHUP while closing: the run is closed first, then it ends
+            try:
+                with self._writing():
+                    self._own_dir()
+                    self._finish_files(status, reason)
+            finally:
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
+                self._end_ownership()
 
     def _finish_files(self, status: str, reason: str | None) -> None:
         try:
             self.wait()
-        except BaseException:
-            self._final_status_anyway(status, reason)
+        except BaseException as err:
+            self._final_status_anyway(*self._broken_finish(err, status, reason))
             raise
         rows, self._pending = self._pending, {name: [] for name in FRAMES}
         final = self._seq + 1 if any(rows.values()) else self._committed
@@ -553,16 +570,26 @@ class RunLog:
                 self._committed = final
             self.status, self.reason = status, reason
             self._write_meta()
-        except BaseException:
+        except BaseException as err:
             store.remove(written)  # no compacted file may outlive a failed finish: its rows go back
             with self._lock:
                 self._committed = committed
             for name, frame_rows in rows.items():
                 self._pending[name][:0] = frame_rows
-            self._final_status_anyway(status, reason)
+            self._final_status_anyway(*self._broken_finish(err, status, reason))
             raise
         self._seq = max(self._seq, final)
         store.remove(obsolete)
+
+    def _broken_finish(self, err: BaseException, status: str, reason: str | None) -> tuple[str, str | None]:
+        """The status a finish that ``err`` cut short writes over the rows already on disk: the log misses
+        rows, so ``failed`` (a failed run keeps its reason) or, for Ctrl-C, ``interrupted``."""
+        if isinstance(err, KeyboardInterrupt):
+            return "interrupted", reason if status == "interrupted" else "interrupted while the run log was closed"
+        if status == "failed" and reason:
+            return status, reason
+        why = str(write_error(self.path, err)) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+        return "failed", store.one_line(why, 400)
 
     def _final_status_anyway(self, status: str, reason: str | None) -> None:
         """After a failed finish: ``config.json`` with the final status over the rows already on disk,

@@ -357,8 +357,8 @@ def claim(path: Path, overwrite: bool = False) -> RunClaim:
                 raise _refuse(held, created_lock, f"run_dir {path} is not empty and is not a cskd_viz run: "
                               "refusing to write into it")  # fmt: skip
             if not overwrite:
-                raise _refuse(held, False, f"run_dir {path} already holds a run: pass overwrite=True to replace it, "
-                              "or a new path")  # fmt: skip
+                raise _refuse(held, created_lock, f"run_dir {path} already holds a run: pass overwrite=True to "
+                              "replace it, or a new path")  # fmt: skip
             clear(path)
     except OSError as err:
         held.release()

@@ -455,6 +455,13 @@ class PartWriter:
         self._queue.put(None)
         self._thread.join()
 
+    def stop(self) -> None:
+        """End the thread once what is queued is written, without waiting (its owner was garbage-collected)."""
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:  # pragma: no cover - it writes what is queued, then waits, holding nothing of its owner
+            pass
+
 
 # ----------------------------------------------------------------------------- schema 1 (CSV), read-only
 

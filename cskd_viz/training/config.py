@@ -13,7 +13,7 @@ from typing import Any
 
 from cskd_viz._validation import check_positive_int
 from cskd_viz.methods import Method, get_method, method_names, method_parameters
-from cskd_viz.training.settings import SCHEDULES, TrainSettings, check_batch_size
+from cskd_viz.training.settings import SCHEDULES, TrainSettings, check_batch_size, check_seed
 
 __all__ = ["RunConfig"]
 
@@ -127,8 +127,7 @@ class RunConfig:
             check_positive_int(getattr(self, label), label)
         if not self.global_batch:  # with it, the global batch of all processes counts: checked when training starts
             check_batch_size(self.method, self.batch_size)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        check_seed(self.seed)
         choice(self.schedule, SCHEDULES, "schedule")
         if not isinstance(self.device, str) or not re.fullmatch(r"cpu|auto|cuda(:\d+)?", self.device):
             raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")

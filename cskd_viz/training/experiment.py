@@ -47,7 +47,7 @@ def _unique_dir(root: Path, name: str, overwrite: bool, claims: list[RunClaim]) 
     return claim.path
 
 
-def _why_not_reusable(path: Path, config: RunConfig) -> str | None:
+def _why_not_reusable(path: Path, config: RunConfig, teacher: nn.Module) -> str | None:
     """``None`` if the auto-teacher run at ``path`` can be reused, else why not (``""``: there is none)."""
     if not path.exists() or not is_run_dir(path):
         return ""
@@ -63,17 +63,21 @@ def _why_not_reusable(path: Path, config: RunConfig) -> str | None:
     # global_batch field lack it).
     if any(log.config.get(k) != v for k, v in wanted.items() if k not in ("device", "global_batch")):
         return "its settings differ"
-    return _why_not_loadable(path / "model.pt")
+    return _why_not_loadable(path / "model.pt", teacher)
 
 
-def _why_not_loadable(checkpoint: Path) -> str | None:
-    """``None`` if ``checkpoint`` holds a state dict of finite floating-point tensors, else why not."""
+def _why_not_loadable(checkpoint: Path, teacher: nn.Module) -> str | None:
+    """``None`` if ``checkpoint`` holds a state dict of ``teacher`` (same names and shapes) with finite
+    floating-point tensors, else why not."""
     if not checkpoint.is_file():
         return "it has no model.pt"
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     except Exception as err:  # noqa: BLE001 - any unreadable file means: train the teacher again
         return f"its model.pt cannot be read ({type(err).__name__})"
+    expected = {name: tuple(t.shape) for name, t in teacher.state_dict().items()}
+    if not isinstance(state, dict) or {k: tuple(getattr(t, "shape", ())) for k, t in state.items()} != expected:
+        return "its model.pt does not fit the teacher's architecture"
     bad = [k for k, t in state.items() if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]
     return f"its model.pt holds non-finite weights ({', '.join(bad[:3])})" if bad else None
 
@@ -202,7 +206,7 @@ class _Session:
             teacher_run = config.teacher_config()
             teacher_dir = self.runs_dir / teacher_run.run_name
             # Decided on rank 0 (the one that writes runs) so that every rank takes the same branch.
-            why = on_main(lambda: _why_not_reusable(teacher_dir, teacher_run))
+            why = on_main(lambda: _why_not_reusable(teacher_dir, teacher_run, teacher))
             if why is not None:
                 if why and get_rank() == 0:
                     print(f"cskd_viz: training the teacher {teacher_run.run_name!r} again: {why}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The training loop behind :func:`train_teacher` and :func:`distill`, recorded through :class:`cskd_viz.Monitor`.
 
-A step is forward, loss, backward and the optimiser step, with no host-device synchronisation.
+A step is forward, loss, backward and the optimiser step. Its only host-device synchronisation is
+the losses' input check (two numbers read back per call); the divergence check adds none.
 Every ``log_every`` steps (and the first and last) the step goes to the run's
 :class:`~cskd_viz.monitor.Monitor`, whose :class:`~cskd_viz.runs.StepRecord` reaches the callbacks;
 each epoch ends with an evaluation (:meth:`Monitor.log_eval`) when there is a test loader.
@@ -192,20 +193,23 @@ class _Trainer:
                 status = self._loop(bar)
             self._check_weights()
         except KeyboardInterrupt as err:
-            self._end_interrupted(bar, err)
+            with deferred_termination():  # closing the run is not cut short by a signal
+                self._end_interrupted(bar, err)
             if s.raise_on_interrupt or isinstance(err, Terminated):  # a signal always ends the process
                 raise
             if self.main:
-                saved = "; the run log is saved with status 'interrupted'" if self.run_log.path is not None else ""
+                saved = f"; the run log is saved with status {self.run_log.status!r}" if self.run_log.path else ""
                 print(f"cskd_viz: run {name!r} interrupted at step {self.step}{saved}", file=sys.stderr)
             return self.run_log
         except BaseException as err:
             reason = str(err) if isinstance(err, TrainingDiverged) else f"{type(err).__name__}: {err}"
             if isinstance(err, TrainingDiverged):
                 err.run = str(self.run_log.path or name)
-            self._end(bar, "failed", reason=reason.splitlines()[0] if reason else None, failing=err)
+            with deferred_termination():
+                self._end(bar, "failed", reason=reason.splitlines()[0] if reason else None, failing=err)
             raise
-        self._end(bar, status)
+        with deferred_termination():  # a signal while saving and closing: noted, raised once the run is closed
+            self._end(bar, status)
         raise_pending_termination()  # a signal during the last step: the run is complete, the process still ends
         return self.run_log
 

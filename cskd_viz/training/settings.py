@@ -103,6 +103,17 @@ def _finite(value: Any, name: str) -> float:
     return float(value)
 
 
+MAX_SEED = 2**63 - 2  # seeds go to torch.manual_seed (< 2**64), plus small offsets (the test split uses seed + 1)
+
+
+def check_seed(value: Any, name: str = "seed", *, allow_none: bool = False) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int in ``[0, MAX_SEED]`` (or ``None`` when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{name} must be a non-negative int of at most 2**63 - 2, got {value!r}")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """The settings of one run of :func:`~cskd_viz.training.train_teacher` or :func:`~cskd_viz.training.distill`.
@@ -166,6 +177,7 @@ class TrainSettings:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         lr_factor(self.schedule, 1)  # validates the name
         check_positive_int(self.log_every, "log_every")
+        check_seed(self.seed, allow_none=True)
         flush = self.flush_interval_s
         if isinstance(flush, bool) or not isinstance(flush, (int, float)) or not flush >= 0:
             raise ValueError(f"flush_interval_s must be a number >= 0, got {flush!r}")

@@ -174,9 +174,11 @@ class TemperatureTuner(_Displayable):
 
     def _store_logits(self, student_logits: Tensor, teacher_logits: Tensor, seed: int) -> None:
         """Keep detached CPU copies of the logits, rows in a fixed seeded order (nested sub-batches)."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
         n = student_logits.shape[0]
         dtype = compute_dtype(student_logits, teacher_logits)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         self._student = student_logits.detach().to("cpu", dtype)[order].contiguous()
         self._teacher = teacher_logits.detach().to("cpu", dtype)[order].contiguous()
 
