@@ -178,13 +178,24 @@ def _init_process_group(backend: str, timeout_s: float) -> None:
         # env://: the TCPStore of the rendezvous waits for the other ranks for `timeout` too
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     except rendezvous_errors as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(". ")
-        what = "timed out" if "time" in reason.lower() else "failed"
-        raise DistributedEnvironmentError(
-            f"torch.distributed rendezvous {what} (timeout {timeout_s:g} s; {environment_summary()}): {reason}. "
-            "Start all WORLD_SIZE processes (torchrun does), make MASTER_ADDR:MASTER_PORT reachable from every "
-            "rank, or give the others more time with --dist-timeout SECONDS"
-        ) from None
+        _raise_rendezvous_error(err, timeout_s)
+    # The short timeout was for the rendezvous: later collectives get torch's own default back (30 min for
+    # gloo, 10 for NCCL), so that a rank busy for a minute (rank 0 writing files) never times the others out.
+    from torch.distributed import constants
+
+    default = constants.default_pg_nccl_timeout if backend == "nccl" else constants.default_pg_timeout
+    set_timeout = getattr(dist, "set_timeout", None) or dist.distributed_c10d._set_pg_timeout
+    set_timeout(default)
+
+
+def _raise_rendezvous_error(err: Exception, timeout_s: float) -> None:
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(". ")
+    what = "timed out" if "time" in reason.lower() else "failed"
+    raise DistributedEnvironmentError(
+        f"torch.distributed rendezvous {what} (timeout {timeout_s:g} s; {environment_summary()}): {reason}. "
+        "Start all WORLD_SIZE processes (torchrun does), make MASTER_ADDR:MASTER_PORT reachable from every "
+        "rank, or give the others more time with --dist-timeout SECONDS"
+    ) from None
 
 
 @contextlib.contextmanager
@@ -201,9 +212,9 @@ def distributed_session(device: Any = "cpu", timeout_s: float = DEFAULT_TIMEOUT_
 
     Args:
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: picks the backend.
-        timeout_s: how long a rank waits for the others, at the rendezvous (a peer that never
-            starts) and in any later collective, before it raises (default 60 s; the CLI's
-            ``--dist-timeout``).
+        timeout_s: how long a rank waits for the others at the rendezvous (a peer that never
+            starts) before it raises (default 60 s; the CLI's ``--dist-timeout``). Later
+            collectives keep torch's default timeout (30 min for gloo, 10 min for NCCL).
 
     Yields:
         The world size (1 without torch.distributed).

@@ -78,8 +78,8 @@ def demo_configs(seed: int = 0, device: str = "cpu", fast: bool | None = None) -
 # ----------------------------------------------------------------------------- parser
 
 _DIST_TIMEOUT_HELP = (
-    "under torchrun: seconds a process waits for the others (at the rendezvous and in any collective) "
-    "before it gives up with an error (default: 60)"
+    "under torchrun: seconds a process waits for the others at the rendezvous (e.g. a peer that never "
+    "started) before it gives up with an error (default: 60); later collectives keep torch's default"
 )
 
 

@@ -419,6 +419,26 @@ def test_session_timeout_must_be_a_positive_number(torchrun_env, timeout_s):
             pass
 
 
+def test_the_short_timeout_bounds_the_rendezvous_only(torchrun_env):
+    """After the rendezvous, collectives get torch's default back: rank 0 busy writing files for over a
+    minute must not time the other ranks out."""
+    import socket
+    from datetime import timedelta
+
+    from cskd_viz._torchrun import _init_process_group
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torchrun_env(WORLD_SIZE="1", RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), LOCAL_RANK="0")
+    _init_process_group("gloo", 3.0)
+    try:
+        backend = torch.distributed.distributed_c10d._get_default_group()._get_backend(torch.device("cpu"))
+        assert backend.options._timeout == timedelta(minutes=30)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
 def test_session_timeout_defaults_to_60_seconds():
     import inspect
 
