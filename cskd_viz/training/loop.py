@@ -1,7 +1,7 @@
 """The training loop behind :func:`train_teacher` and :func:`distill`, recorded through :class:`cskd_viz.Monitor`.
 
-A step is forward, loss, backward and the optimiser step. Its only host-device synchronisation is
-the losses' input check (two numbers read back per call); the divergence check adds none.
+A step is forward, loss, backward and the optimiser step. On a step that is not logged, the only
+host-device synchronisation is the losses' input check (one read-back); the divergence check adds none.
 Every ``log_every`` steps (and the first and last) the step goes to the run's
 :class:`~cskd_viz.monitor.Monitor`, whose :class:`~cskd_viz.runs.StepRecord` reaches the callbacks;
 each epoch ends with an evaluation (:meth:`Monitor.log_eval`) when there is a test loader.
