@@ -28,6 +28,7 @@ from cskd_viz.distributed import (
     process_device,
     resolve_device,
 )
+from cskd_viz.models.checkpoints import CheckpointError, check_state_dict, extract_state_dict, read_checkpoint
 from cskd_viz.runs import RunLog, is_run_dir, load_run
 from cskd_viz.runs.ownership import RunClaim, claim_new_dir
 from cskd_viz.training.checkpoints import load_checkpoint
@@ -47,8 +48,9 @@ def _unique_dir(root: Path, name: str, overwrite: bool, claims: list[RunClaim]) 
     return claim.path
 
 
-def _why_not_reusable(path: Path, config: RunConfig, teacher: nn.Module) -> str | None:
-    """``None`` if the auto-teacher run at ``path`` can be reused, else why not (``""``: there is none)."""
+def _reuse_teacher(path: Path, config: RunConfig, teacher: nn.Module) -> str | None:
+    """Load the finished auto-teacher run at ``path`` into ``teacher`` and return ``None``; if it cannot be
+    reused, leave ``teacher`` as it is and say why (``""``: there is no run)."""
     if not path.exists() or not is_run_dir(path):
         return ""
     try:
@@ -63,23 +65,18 @@ def _why_not_reusable(path: Path, config: RunConfig, teacher: nn.Module) -> str 
     # global_batch field lack it).
     if any(log.config.get(k) != v for k, v in wanted.items() if k not in ("device", "global_batch")):
         return "its settings differ"
-    return _why_not_loadable(path / "model.pt", teacher)
-
-
-def _why_not_loadable(checkpoint: Path, teacher: nn.Module) -> str | None:
-    """``None`` if ``checkpoint`` holds a state dict of ``teacher`` (same names and shapes) with finite
-    floating-point tensors, else why not."""
+    checkpoint = path / "model.pt"
     if not checkpoint.is_file():
         return "it has no model.pt"
+    # The checks of every checkpoint load (keys, shapes, dtype kinds, finite values), worded for this case.
+    label = "its model.pt"
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
-    except Exception as err:  # noqa: BLE001 - any unreadable file means: train the teacher again
-        return f"its model.pt cannot be read ({type(err).__name__})"
-    expected = {name: tuple(t.shape) for name, t in teacher.state_dict().items()}
-    if not isinstance(state, dict) or {k: tuple(getattr(t, "shape", ())) for k, t in state.items()} != expected:
-        return "its model.pt does not fit the teacher's architecture"
-    bad = [k for k, t in state.items() if torch.is_tensor(t) and t.is_floating_point() and not t.isfinite().all()]
-    return f"its model.pt holds non-finite weights ({', '.join(bad[:3])})" if bad else None
+        state = extract_state_dict(read_checkpoint(checkpoint, label=label), source=label)
+        check_state_dict(teacher, state, label, "does not fit the teacher's architecture")
+    except CheckpointError as err:
+        return str(err)
+    teacher.load_state_dict(state, strict=True)
+    return None
 
 
 def _close_quietly(run_log: RunLog, err: BaseException) -> None:
@@ -206,22 +203,23 @@ class _Session:
             teacher_run = config.teacher_config()
             teacher_dir = self.runs_dir / teacher_run.run_name
             # Decided on rank 0 (the one that writes runs) so that every rank takes the same branch.
-            why = on_main(lambda: _why_not_reusable(teacher_dir, teacher_run, teacher))
-            if why is not None:
-                if why and get_rank() == 0:
-                    print(f"cskd_viz: training the teacher {teacher_run.run_name!r} again: {why}", file=sys.stderr)
-                teacher_log = run_experiment(
-                    teacher_run,
-                    self.runs_dir,
-                    self.callbacks,
-                    self.stop_event,
-                    progress=self.progress,
-                    overwrite=True,
-                    raise_on_interrupt=self.raise_on_interrupt,
-                )
-                if teacher_log.status != "finished":
-                    return teacher_log
+            why = on_main(lambda: _reuse_teacher(teacher_dir, teacher_run, teacher))
             source = str(teacher_dir / "model.pt")
+            if why is None:  # loaded (on rank 0)
+                return source
+            if why and get_rank() == 0:
+                print(f"cskd_viz: training the teacher {teacher_run.run_name!r} again: {why}", file=sys.stderr)
+            teacher_log = run_experiment(
+                teacher_run,
+                self.runs_dir,
+                self.callbacks,
+                self.stop_event,
+                progress=self.progress,
+                overwrite=True,
+                raise_on_interrupt=self.raise_on_interrupt,
+            )
+            if teacher_log.status != "finished":
+                return teacher_log
 
         def load() -> None:  # under DDP: read on rank 0, weights broadcast to the others by the caller
             load_checkpoint(teacher, source, map_location="cpu")

@@ -193,8 +193,7 @@ class _Trainer:
                 status = self._loop(bar)
             self._check_weights()
         except KeyboardInterrupt as err:
-            with deferred_termination():  # closing the run is not cut short by a signal
-                self._end_interrupted(bar, err)
+            self._end_interrupted(bar, err)
             if s.raise_on_interrupt or isinstance(err, Terminated):  # a signal always ends the process
                 raise
             if self.main:
@@ -205,11 +204,9 @@ class _Trainer:
             reason = str(err) if isinstance(err, TrainingDiverged) else f"{type(err).__name__}: {err}"
             if isinstance(err, TrainingDiverged):
                 err.run = str(self.run_log.path or name)
-            with deferred_termination():
-                self._end(bar, "failed", reason=reason.splitlines()[0] if reason else None, failing=err)
+            self._end(bar, "failed", reason=reason.splitlines()[0] if reason else None, failing=err)
             raise
-        with deferred_termination():  # a signal while saving and closing: noted, raised once the run is closed
-            self._end(bar, status)
+        self._end(bar, status)
         raise_pending_termination()  # a signal during the last step: the run is complete, the process still ends
         return self.run_log
 
@@ -353,7 +350,7 @@ class _Trainer:
         signalled = pending_termination() is not None
         if self.world > 1:
             wants = log_now and any_rank(wants or signalled, self.device)
-        if wants or signalled and self.world == 1:
+        if wants or (signalled and self.world == 1):
             self.run_log.set_progress(self.step, self.epoch)
             raise_pending_termination()  # a SIGTERM/SIGHUP: this step is done, now end like Ctrl-C
         return wants
@@ -405,8 +402,12 @@ class _Trainer:
 
     def _end(self, bar, status: str, reason: str | None = None, failing: BaseException | None = None) -> None:
         """Save the model (``model_path``), then close the run with ``status``; while ``failing`` ends the run,
-        a failure to save becomes a note on that error."""
+        a failure to save becomes a note on that error. A termination signal meanwhile is only noted."""
         bar.close()
+        with deferred_termination():  # saving and closing are never cut short
+            self._close(status, reason, failing)
+
+    def _close(self, status: str, reason: str | None, failing: BaseException | None) -> None:
         unsaved = self._save_model() if status in ("finished", "interrupted") else None
         if unsaved is not None:
             status, reason = "failed", f"the model could not be saved: {unsaved}"
