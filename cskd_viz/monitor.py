@@ -64,6 +64,7 @@ from cskd_viz._validation import (
     check_temperature_value,
 )
 from cskd_viz.runs import EvalRecord, RunLog, StepRecord
+from cskd_viz.runs.records import reason_of
 
 __all__ = ["Monitor", "HIST_BINS"]
 
@@ -440,7 +441,7 @@ class Monitor:
         try:
             self._summarise()
         except Exception as err:  # noqa: BLE001 - the log is written with what it has; the error is not lost
-            status, reason = "failed", reason or _reason_of(err)
+            status, reason = "failed", reason or reason_of(err, limit=200)
             raise
         finally:
             self._finish(status, reason)
@@ -463,19 +464,13 @@ class Monitor:
             self.close("interrupted", reason="KeyboardInterrupt")
         else:
             try:
-                self.close("failed", reason=_reason_of(exc))
+                self.close("failed", reason=reason_of(exc, limit=200))
             except Exception:  # noqa: BLE001 - never mask the exception that ended the run
                 pass
         return False
 
     def __repr__(self) -> str:
         return f"Monitor({self.run_log!r}, log_every={self.log_every})"
-
-
-def _reason_of(err: BaseException) -> str:
-    """The first line of ``Type: message`` of the exception that ended a run, at most 200 characters."""
-    text = f"{type(err).__name__}: {err}".strip().splitlines()[0]
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _uses_nccl(group: Any) -> bool:

@@ -85,6 +85,13 @@ def write_error(path: Path | None, err: OSError) -> RunLogWriteError:
     return RunLogWriteError(err.errno, f"could not write the run log {path}: {' '.join(str(why).split())}")
 
 
+def reason_of(err: BaseException, limit: int | None = None) -> str:
+    """The ``reason`` a run records for the exception that ended it: the first line of ``Type: message``,
+    cut to ``limit`` characters if given."""
+    text = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
+
+
 @dataclass
 class StepRecord:
     """Diagnostics of one logged training step (what the trainer hands to callbacks).

@@ -31,6 +31,7 @@ from cskd_viz.distributed import (
 from cskd_viz.models.checkpoints import CheckpointError, check_state_dict, extract_state_dict, read_checkpoint
 from cskd_viz.runs import RunLog, is_run_dir, load_run
 from cskd_viz.runs.ownership import RunClaim, claim_new_dir
+from cskd_viz.runs.records import reason_of
 from cskd_viz.training.checkpoints import load_checkpoint
 from cskd_viz.training.config import RunConfig
 from cskd_viz.training.faults import add_note
@@ -83,7 +84,7 @@ def _close_quietly(run_log: RunLog, err: BaseException) -> None:
     """End ``run_log`` as ``interrupted`` (Ctrl-C, a signal) or ``failed``; a failure to write is only said."""
     status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
     try:
-        run_log.finish(status, reason=f"{type(err).__name__}: {err}".splitlines()[0])
+        run_log.finish(status, reason=reason_of(err))
     except Exception as write_error:  # noqa: BLE001 - never mask the exception that ended the run
         add_note(err, f"the run log {run_log.path} could not be closed: {write_error}")
 

@@ -49,6 +49,7 @@ from cskd_viz.distributed import (
 from cskd_viz.methods import Method, get_method, method_names, total_loss
 from cskd_viz.monitor import Monitor
 from cskd_viz.runs import EvalRecord, RunLog
+from cskd_viz.runs.records import reason_of
 from cskd_viz.training.callbacks import Hooks
 from cskd_viz.training.checkpoints import save_checkpoint
 from cskd_viz.training.faults import FiniteWatch, TrainingDiverged, add_note, nonfinite_parameters
@@ -201,10 +202,10 @@ class _Trainer:
                 print(f"cskd_viz: run {name!r} interrupted at step {self.step}{saved}", file=sys.stderr)
             return self.run_log
         except BaseException as err:
-            reason = str(err) if isinstance(err, TrainingDiverged) else f"{type(err).__name__}: {err}"
+            reason = str(err) if isinstance(err, TrainingDiverged) else reason_of(err)
             if isinstance(err, TrainingDiverged):
                 err.run = str(self.run_log.path or name)
-            self._end(bar, "failed", reason=reason.splitlines()[0] if reason else None, failing=err)
+            self._end(bar, "failed", reason=reason, failing=err)
             raise
         self._end(bar, status)
         raise_pending_termination()  # a signal during the last step: the run is complete, the process still ends
