@@ -21,6 +21,7 @@ which run log it saved, if any.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cskd_viz._cli_checks import dir_problem, fail, interrupted_message, name_problem
+from cskd_viz._cli_run_flags import DIST_TIMEOUT_HELP, add_run_flags, run_config_from_args
 
 __all__ = ["main", "build_parser", "DEMO_METHODS", "demo_configs"]
 
@@ -77,18 +79,16 @@ def demo_configs(seed: int = 0, device: str = "cpu", fast: bool | None = None) -
 
 # ----------------------------------------------------------------------------- parser
 
-_DIST_TIMEOUT_HELP = (
-    "under torchrun: seconds a process waits for the others at the rendezvous (e.g. a peer that never "
-    "started) before it gives up with an error (default: 60); later collectives keep torch's default"
-)
-
+# Commands that live in their own light modules: each has ``register(sub)``, which adds its sub-parser(s)
+# with ``set_defaults(run=handler)``; a handler is called as ``handler(args, sub_parser) -> exit status``.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports nothing heavy: ``cskd-viz --help`` and flag errors are instant)."""
     parser = argparse.ArgumentParser(
         prog="cskd-viz", description="Cosine Similarity Knowledge Distillation, made visible."
     )
-    sub = parser.add_subparsers(dest="command", metavar="{demo,train,report}")
+    sub = parser.add_subparsers(dest="command")
     sub.required = True
 
     demo = sub.add_parser("demo", help="teacher + CE/KD/CSKD/CSKD+CSWT students on digits, table + figures")
@@ -97,45 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of data split, order and init (default: 0)")
     demo.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds and average (default: 1)")
     demo.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    demo.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS", help=_DIST_TIMEOUT_HELP)
+    demo.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS", help=DIST_TIMEOUT_HELP)
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.add_argument("--no-figures", action="store_true", help="print the table only")
 
     train = sub.add_parser("train", help="one configured run")
-    train.add_argument("--dataset", default="digits")
-    train.add_argument("--student", default="cnn_small")
-    train.add_argument("--teacher", default="cnn_large", help="teacher architecture, or 'none' to train with CE alone")
-    train.add_argument("--teacher-checkpoint", default=None, help="{'model': state_dict} file for --teacher")
-    train.add_argument("--teacher-epochs", type=int, default=20, help="epochs of an auto-trained teacher")
-    train.add_argument("--method", default="cskd_cswt", help="ce, kd, cskd, cskd_cswt or dist (default: cskd_cswt)")
-    train.add_argument("--temperature", type=float, default=4.0)
-    train.add_argument("--t-low", type=float, default=2.0)
-    train.add_argument("--t-high", type=float, default=6.0)
-    train.add_argument("--w-ce", type=float, default=1.0)
-    train.add_argument("--w-kd", type=float, default=1.0)
-    train.add_argument("--epochs", type=int, default=None, help="epoch budget (default 10 without --max-steps)")
-    train.add_argument("--max-steps", type=int, default=None)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--schedule", default="cosine", choices=("cosine", "step", "constant"))
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--log-every", type=int, default=10)
-    train.add_argument("--runs-dir", default="runs")
-    train.add_argument("--name", default=None)
-    train.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    train.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS", help=_DIST_TIMEOUT_HELP)
+    add_run_flags(train)
     train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    train.add_argument(
-        "--global-batch",
-        action="store_true",
-        help="under torchrun: CSKD on the global batch of all processes (default: each process's own batch)",
-    )
 
     report = sub.add_parser("report", help="summary table and figures of existing runs")
     report.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories (or a runs root)")
     report.add_argument("--out", default="report_output", help="where PNG figures go (default: report_output)")
     report.add_argument("--no-figures", action="store_true", help="print the table only")
+    demo.set_defaults(run=_run_demo)
+    train.set_defaults(run=_run_train)
+    report.set_defaults(run=_run_report)
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"
     return parser
 
 
@@ -352,7 +332,7 @@ def _run_train(args, parser) -> int:
     if checkpoint is not None and not os.path.isfile(checkpoint):  # a user error like any other unusable checkpoint
         why = "a directory" if os.path.isdir(checkpoint) else "no such file"
         fail(f"--teacher-checkpoint {checkpoint} is not a file ({why})")
-    config = _train_config(args, parser)
+    config = run_config_from_args(args, parser)
     if config.teacher_checkpoint is not None:
         _check_checkpoint(config)
     try:
@@ -370,42 +350,6 @@ def _run_train(args, parser) -> int:
     print(_table([log]))
     print(f"\nrun log: {log.path}  status: {log.status}")
     return 0 if log.status == "finished" else 1
-
-
-def _train_config(args, parser):
-    """The :class:`~cskd_viz.train.RunConfig` of ``cskd-viz train``'s flags (a bad value: argparse-style exit 2)."""
-    from cskd_viz.train import RunConfig, resolve_device
-
-    teacher = None if args.teacher.lower() in ("none", "") else args.teacher
-    epochs = args.epochs if args.epochs is not None or args.max_steps is not None else 10
-    try:
-        config = RunConfig(
-            dataset=args.dataset,
-            student=args.student,
-            teacher=teacher,
-            teacher_checkpoint=args.teacher_checkpoint,
-            teacher_epochs=args.teacher_epochs,
-            method=args.method,
-            temperature=args.temperature,
-            t_low=args.t_low,
-            t_high=args.t_high,
-            w_ce=args.w_ce,
-            w_kd=args.w_kd,
-            epochs=epochs,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            schedule=args.schedule,
-            seed=args.seed,
-            log_every=args.log_every,
-            name=args.name,
-            device=args.device,
-            global_batch=args.global_batch,
-        )
-        resolve_device(config.device)
-    except (ValueError, TypeError) as err:
-        parser.error(str(err))
-    return config
 
 
 def _diverged(err) -> int:
@@ -518,14 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cskd-viz`` (and ``python -m cskd_viz.cli``); returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"demo": _run_demo, "train": _run_train, "report": _run_report}
     sub_parser = parser._subparsers._group_actions[0].choices[args.command]  # for errors naming the command
     started = time.time()
     from cskd_viz._termination import Terminated, termination_as_interrupt, termination_raised
 
     try:
         with termination_as_interrupt():  # SIGTERM and SIGHUP end a run like Ctrl-C (exit 143 and 129)
-            return commands[args.command](args, sub_parser)
+            return args.run(args, sub_parser)
     except KeyboardInterrupt as err:  # Ctrl-C; a termination signal is a subclass with its own exit_code
         stop = err
     except Exception:  # a signal during an import can surface as an ImportError (or another error)
