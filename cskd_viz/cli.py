@@ -5,6 +5,7 @@
   ``--runs-dir`` and PNG figures under ``--out``. ``CSKD_VIZ_FAST=1`` shrinks the budget (tests).
 - ``cskd-viz train``: one configured run (see :class:`cskd_viz.train.RunConfig`).
 - ``cskd-viz report RUN_DIR...``: summary table and PNG figures of existing runs.
+- ``cskd-viz analyze``: students against their teacher from checkpoints or runs (``cskd_viz._cli_analyze``).
 
 ``demo`` and ``train`` also run under ``torchrun --nproc_per_node=N`` (data parallel, see
 ``docs/distributed.md``): ``--batch-size`` is then the per-process batch, ``train --global-batch``
@@ -81,7 +82,8 @@ def demo_configs(seed: int = 0, device: str = "cpu", fast: bool | None = None) -
 
 # Commands that live in their own light modules: each has ``register(sub)``, which adds its sub-parser(s)
 # with ``set_defaults(run=handler)``; a handler is called as ``handler(args, sub_parser) -> exit status``.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("cskd_viz._cli_analyze",)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (imports nothing heavy: ``cskd-viz --help`` and flag errors are instant)."""

@@ -99,6 +99,17 @@ class DistillationReport:
 
         return _figures.report_figures(self, k=k)
 
+    def to_html(self, path: str | os.PathLike, *, k: int = 5, title: str | None = None) -> Path:
+        """Write one self-contained HTML page (tables, embedded PNG figures, inline style; opens offline).
+
+        It holds the summary, the ``k`` worst classes of each student, the most frequent top-1
+        disagreements, every figure of :meth:`figures` with a "What to look at" sentence, and the
+        per-class table; the per-sample frame stays in :meth:`to_parquet`'s files. Returns the path.
+        """
+        from cskd_viz.analysis._html import write_html
+
+        return write_html(self, path, k=k, title=title)
+
     def to_parquet(self, directory: str | os.PathLike) -> Path:
         """Write every frame as ``<name>.parquet`` and the settings as ``settings.json`` into ``directory``."""
         directory = Path(directory)
