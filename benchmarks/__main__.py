@@ -119,6 +119,12 @@ def _distributed(quick: bool) -> list[dict]:
     return [r.row() for r in distributed_overhead.run(["--steps", "10", "--repeats", "1"] if quick else [])]
 
 
+def _published_step(quick: bool) -> list[dict]:
+    from benchmarks import published_step
+
+    return [r.row() for r in published_step.run(repeats=1 if quick else 7)]
+
+
 def _analysis(quick: bool) -> list[dict]:
     from benchmarks import analysis_compare
 
@@ -136,6 +142,7 @@ SECTIONS = {
     "memory": _memory,
     "global-batch CSKD (2 processes, gloo)": _distributed,
     "analysis: compare and predict_logits": _analysis,
+    "published CSKD step (two views) vs cskd_cswt step": _published_step,
 }
 
 

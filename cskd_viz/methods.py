@@ -23,8 +23,9 @@ equals the global-batch gradient; they ignore ``group``, as does DIST (its intra
 local to each rank's batch).
 
 Registry names (:func:`get_method`): ``"ce"``, ``"kd"``, ``"cskd"`` (CSWT off), ``"cskd_cswt"``
-(CSWT on), ``"dist"``. Defaults are those of the loss functions and modules (``T = 4``,
-``t_low = 2``, ``t_high = 6``, CSWT on for a plain ``CSKD()``).
+(CSWT on), ``"dist"``, and ``"cskd_published"`` (:class:`cskd_viz.published.CSKDPublished`: the public
+CSKD code's two-view objective; ``two_views`` is ``True`` for it only). Defaults are those of the
+loss functions and modules (``T = 4``, ``t_low = 2``, ``t_high = 6``, CSWT on for a plain ``CSKD()``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class Method:
     needs_teacher: ClassVar[bool] = True
     term: ClassVar[str | None] = None
     supports_group: ClassVar[bool] = False
+    two_views: ClassVar[bool] = False  # True: called with strong=(student, teacher) logits of a second view
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "w_ce", _check_weight(self.w_ce, "w_ce"))
@@ -356,7 +358,7 @@ def method_names() -> list[str]:
 
     Example:
         >>> method_names()
-        ['ce', 'cskd', 'cskd_cswt', 'dist', 'kd']
+        ['ce', 'cskd', 'cskd_cswt', 'cskd_published', 'dist', 'kd']
     """
     return sorted(METHODS)
 
@@ -396,3 +398,6 @@ def get_method(name: str, **params: Any) -> Method:
     if unknown:
         raise TypeError(f"method {name!r} got unknown parameter(s) {unknown}; it accepts {sorted(allowed)}")
     return cls(**fixed, **params)
+
+
+import cskd_viz.published  # noqa: E402, F401  (registers "cskd_published"; it builds on the classes above)

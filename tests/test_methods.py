@@ -28,6 +28,7 @@ EXPECTED_KEYS = {
     "cskd": {"loss_ce", "loss_cskd"},
     "cskd_cswt": {"loss_ce", "loss_cskd", "temperatures"},
     "dist": {"loss_ce", "loss_dist"},
+    "cskd_published": {"loss_ce", "loss_kd", "loss_cc", "loss_bc", "temperatures"},
 }
 
 
@@ -39,7 +40,8 @@ def test_registry_names():
 def test_keys_and_scalar_losses(name, batch):
     student, teacher, targets = batch
     method = get_method(name)
-    out = method(student, teacher, targets)
+    strong = (student.flip(0), teacher.flip(0)) if method.two_views else None  # a second view, for the published recipe
+    out = method(student, teacher, targets, **({"strong": strong} if strong is not None else {}))
     assert set(out) == EXPECTED_KEYS[name]
     for key, value in out.items():
         if key.startswith("loss_"):
