@@ -19,6 +19,7 @@ EXPECTED = [
     "04_kl_vs_cosine",
     "05_batch_size_and_scale",
     "06_exercises",
+    "07_analyze_checkpoints",
 ]
 PLOT_CALL = re.compile(r"\bplots\.plot_\w+\(|\bplot_\w+\(")
 
