@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["DIST_TIMEOUT_HELP", "add_run_flags", "run_config_from_args"]
+__all__ = ["DIST_TIMEOUT_HELP", "add_run_flags", "run_config_values", "run_config_from_args"]
 
 DIST_TIMEOUT_HELP = (
     "under torchrun: seconds a process waits for the others at the rendezvous (e.g. a peer that never "
@@ -16,67 +16,151 @@ DIST_TIMEOUT_HELP = (
 )
 
 
+# flag dest -> (RunConfig field, default shown in the help). Every run-config flag parses to None when
+# it is not given, so that a --recipe's value can be told from an explicit flag (which wins).
+_FIELDS = {
+    "dataset": "digits",
+    "student": "cnn_small",
+    "teacher": "cnn_large",
+    "teacher_checkpoint": None,
+    "teacher_epochs": 20,
+    "method": "cskd_cswt",
+    "temperature": 4.0,
+    "t_low": 2.0,
+    "t_high": 6.0,
+    "w_ce": 1.0,
+    "w_kd": 1.0,
+    "epochs": None,
+    "max_steps": None,
+    "batch_size": 64,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "lr_milestones": None,
+    "seed": 0,
+    "log_every": 10,
+    "name": None,
+    "device": "cpu",
+    "global_batch": False,
+    "num_workers": 0,
+    "amp": False,
+    "checkpoint_every": 10,
+}
+
+
+def _milestones(text: str) -> tuple[int, ...]:
+    """``--lr-milestones 150,180,210`` -> ``(150, 180, 210)``."""
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs such as 150,180,210, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs such as 150,180,210, got {text!r}")
+    return values
+
+
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """Add the run-config flags (dataset, models, method, temperatures, budget, optimiser, where it goes)."""
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--student", default="cnn_small")
-    parser.add_argument("--teacher", default="cnn_large", help="teacher architecture, or 'none' to train with CE alone")
-    parser.add_argument("--teacher-checkpoint", default=None, help="{'model': state_dict} file for --teacher")
-    parser.add_argument("--teacher-epochs", type=int, default=20, help="epochs of an auto-trained teacher")
-    parser.add_argument("--method", default="cskd_cswt", help="ce, kd, cskd, cskd_cswt or dist (default: cskd_cswt)")
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--t-low", type=float, default=2.0)
-    parser.add_argument("--t-high", type=float, default=6.0)
-    parser.add_argument("--w-ce", type=float, default=1.0)
-    parser.add_argument("--w-kd", type=float, default=1.0)
-    parser.add_argument("--epochs", type=int, default=None, help="epoch budget (default 10 without --max-steps)")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--schedule", default="cosine", choices=("cosine", "step", "constant"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--name", default=None)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS", help=DIST_TIMEOUT_HELP)
+    """Add the run-config flags (recipe, dataset, models, method, temperatures, budget, optimiser, where it goes).
+
+    A flag that is not given parses to ``None`` and means the ``--recipe``'s value, else the default in its help.
+    """
+
+    def add(flag: str, help: str | None = None, **options) -> None:
+        dest = flag[2:].replace("-", "_")
+        default = _FIELDS.get(dest)
+        shown = f"(default: {default})" if default is not None and options.get("action") != "store_true" else ""
+        text = " ".join(part for part in (help, shown) if part) or None
+        parser.add_argument(flag, default=None, help=text, **options)
+
     parser.add_argument(
-        "--global-batch",
-        action="store_true",
-        help="under torchrun: CSKD on the global batch of all processes (default: each process's own batch)",
+        "--recipe",
+        default=None,
+        metavar="NAME",
+        help="start from a named recipe (e.g. cifar100/res32x4_res8x4; 'list' shows them); flags given override it",
     )
+    add("--dataset")
+    add("--student")
+    add("--teacher", "teacher architecture, or 'none' to train with CE alone")
+    add("--teacher-checkpoint", "{'model': state_dict} file for --teacher")
+    add("--teacher-epochs", "epochs of an auto-trained teacher", type=int)
+    add("--method", "ce, kd, cskd, cskd_cswt, dist, ...")
+    add("--temperature", type=float)
+    add("--t-low", type=float)
+    add("--t-high", type=float)
+    add("--w-ce", type=float)
+    add("--w-kd", type=float)
+    add("--epochs", "epoch budget (default 10 without --max-steps)", type=int)
+    add("--max-steps", type=int)
+    add("--batch-size", type=int)
+    add("--lr", type=float)
+    add("--momentum", "SGD momentum", type=float)
+    add("--weight-decay", "SGD weight decay", type=float)
+    add("--schedule", "per-step LR schedule", choices=("cosine", "step", "constant"))
+    add(
+        "--lr-milestones",
+        "epochs at whose start the LR is multiplied by 0.1, e.g. 150,180,210 (implies --schedule step)",
+        type=_milestones,
+        metavar="E1,E2,...",
+    )
+    add("--seed", type=int)
+    add("--log-every", type=int)
+    parser.add_argument("--runs-dir", default="runs")
+    add("--name")
+    add("--device", "cpu, cuda or auto")
+    parser.add_argument("--dist-timeout", type=float, default=60.0, metavar="SECONDS", help=DIST_TIMEOUT_HELP)
+    add(
+        "--global-batch",
+        "under torchrun: CSKD on the global batch of all processes (default: each process's own batch)",
+        action="store_true",
+    )
+    add("--num-workers", "DataLoader worker processes (the batches are the same for every value)", type=int)
+    add("--amp", "mixed precision: bf16 autocast on CPU (and CUDA with bf16), else fp16 + GradScaler",
+        action="store_true")  # fmt: skip
+    add("--checkpoint-every", "a training checkpoint every this many epochs, and at the end", type=int)
+
+
+def _recipe(name: str | None, parser: argparse.ArgumentParser) -> dict:
+    """The ``--recipe``'s RunConfig overrides (``{}`` without one); ``--recipe list`` prints them and exits 0."""
+    if name is None:
+        return {}
+    try:
+        from cskd_viz import recipes
+    except ImportError as err:  # pragma: no cover - the module ships with the package
+        parser.error(f"--recipe: recipes are not available ({err})")
+    if name == "list":
+        print(recipes.describe_recipes())
+        raise SystemExit(0)
+    try:
+        return dict(recipes.get_recipe(name))
+    except ValueError as err:
+        parser.error(f"--recipe: {err}")
+
+
+def run_config_values(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """The RunConfig keyword arguments of the run flags: the defaults, then ``--recipe``, then the flags given."""
+    given = {dest: getattr(args, dest) for dest in _FIELDS if getattr(args, dest, None) is not None}
+    recipe = _recipe(getattr(args, "recipe", None), parser)
+    values = {**{k: v for k, v in _FIELDS.items() if k not in ("epochs", "max_steps")}, **recipe, **given}
+    if isinstance(values["teacher"], str) and values["teacher"].lower() in ("none", ""):
+        values["teacher"] = None
+    if "epochs" not in values and "max_steps" not in values:
+        values["epochs"] = 10
+    values.setdefault("epochs", None)  # --max-steps alone: that many steps
+    if "lr_milestones" in given and "schedule" not in given:
+        values["schedule"] = "step"
+    elif "schedule" in given and given["schedule"] != "step" and "lr_milestones" not in given:
+        values["lr_milestones"] = None  # the recipe's milestones belong to its step schedule
+    return values
 
 
 def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser):
     """The :class:`~cskd_viz.train.RunConfig` of the run flags (a bad value: argparse-style exit 2)."""
     from cskd_viz.train import RunConfig, resolve_device
 
-    teacher = None if args.teacher.lower() in ("none", "") else args.teacher
-    epochs = args.epochs if args.epochs is not None or args.max_steps is not None else 10
+    values = run_config_values(args, parser)
     try:
-        config = RunConfig(
-            dataset=args.dataset,
-            student=args.student,
-            teacher=teacher,
-            teacher_checkpoint=args.teacher_checkpoint,
-            teacher_epochs=args.teacher_epochs,
-            method=args.method,
-            temperature=args.temperature,
-            t_low=args.t_low,
-            t_high=args.t_high,
-            w_ce=args.w_ce,
-            w_kd=args.w_kd,
-            epochs=epochs,
-            max_steps=args.max_steps,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            schedule=args.schedule,
-            seed=args.seed,
-            log_every=args.log_every,
-            name=args.name,
-            device=args.device,
-            global_batch=args.global_batch,
-        )
+        config = RunConfig(**values)
         resolve_device(config.device)
     except (ValueError, TypeError) as err:
         parser.error(str(err))

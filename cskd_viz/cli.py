@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="one configured run")
     add_run_flags(train)
     train.add_argument("--overwrite", action="store_true", help="replace an existing run of the same name")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run --name (or the config's run name) under --runs-dir from its last checkpoint",
+    )
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     report = sub.add_parser("report", help="summary table and figures of existing runs")
@@ -334,6 +339,8 @@ def _run_train(args, parser) -> int:
     if checkpoint is not None and not os.path.isfile(checkpoint):  # a user error like any other unusable checkpoint
         why = "a directory" if os.path.isdir(checkpoint) else "no such file"
         fail(f"--teacher-checkpoint {checkpoint} is not a file ({why})")
+    if args.resume and args.overwrite:
+        parser.error("--resume continues a run and --overwrite replaces it: give one of them")
     config = run_config_from_args(args, parser)
     if config.teacher_checkpoint is not None:
         _check_checkpoint(config)
@@ -341,7 +348,11 @@ def _run_train(args, parser) -> int:
         with distributed_session(config.device, timeout_s=args.dist_timeout):  # under torchrun; else a no-op
             main = is_main_process()
             log = run_experiment(
-                config, args.runs_dir, progress=False if args.no_progress else None, overwrite=args.overwrite
+                config,
+                args.runs_dir,
+                progress=False if args.no_progress else None,
+                overwrite=args.overwrite,
+                resume=args.resume,
             )
     except _user_errors() as err:  # e.g. overwrite refused for a foreign directory, missing dataset files
         fail(err)

@@ -14,8 +14,16 @@ recorded through :class:`cskd_viz.Monitor`, the same recorder a loop of your own
 Parts: :mod:`~cskd_viz.training.settings` (``TrainSettings``, schedules),
 :mod:`~cskd_viz.training.loop` (the loop), :mod:`~cskd_viz.training.teacher_cache`,
 :mod:`~cskd_viz.training.checkpoints`, :mod:`~cskd_viz.training.config` (``RunConfig``),
-:mod:`~cskd_viz.training.experiment` (``run_experiment``), :mod:`~cskd_viz.training.callbacks`;
-the distributed session lives in :mod:`cskd_viz.distributed`.
+:mod:`~cskd_viz.training.experiment` (``run_experiment``), :mod:`~cskd_viz.training.callbacks`,
+:mod:`~cskd_viz.training.precision` (``amp``), :mod:`~cskd_viz.training.resume` (training checkpoints, the
+file format), :mod:`~cskd_viz.training.checkpointing` (the trainer's side of them),
+:mod:`~cskd_viz.training.resume_log` (a run log re-opened at a checkpoint) and
+:mod:`~cskd_viz.training.two_views` (methods on two augmented views); the distributed session lives in
+:mod:`cskd_viz.distributed`.
+
+**Long runs.** With ``checkpoint_dir`` (``run_experiment``: ``<run>/checkpoints``) a checkpoint is
+written every ``checkpoint_every`` epochs and at the end; ``resume=True`` continues from the newest one,
+exactly (``docs/run_format.md``, "Checkpoints and resume").
 
 **Callbacks** are any objects with some of these methods (missing ones are skipped):
 ``on_train_begin(run_log)``, ``on_step(record: StepRecord)``,
@@ -28,6 +36,7 @@ from cskd_viz.training.checkpoints import load_checkpoint, save_checkpoint
 from cskd_viz.training.config import RunConfig
 from cskd_viz.training.experiment import run_experiment
 from cskd_viz.training.loop import distill, train_teacher
+from cskd_viz.training.resume import ResumeError
 from cskd_viz.training.settings import SCHEDULES, TrainSettings
 from cskd_viz.training.teacher_cache import IndexedDataset, TeacherLogitCache, with_indices
 
@@ -45,6 +54,7 @@ __all__ = [
     "train_teacher",
     "distill",
     "run_experiment",
+    "ResumeError",
     "load_checkpoint",
     "save_checkpoint",
     "SCHEDULES",

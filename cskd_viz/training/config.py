@@ -7,17 +7,19 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cskd_viz._validation import check_positive_int
 from cskd_viz.methods import Method, get_method, method_names, method_parameters
-from cskd_viz.training.settings import SCHEDULES, TrainSettings, check_batch_size, check_seed
+from cskd_viz.training.settings import SCHEDULES, TrainSettings, check_batch_size, check_milestones, check_seed
 
 __all__ = ["RunConfig"]
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
+_METHOD_FIELDS = ("temperature", "t_low", "t_high", "w_ce", "w_kd")  # fields make_method passes on
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,19 @@ class RunConfig:
         cache_teacher: see :func:`distill` (``None``: automatic).
         global_batch: under ``torchrun`` with ``N > 1`` processes, CSKD on the global batch of all
             processes (``batch_size`` is always the per-process batch); no effect in one process.
+        lr_milestones: with ``schedule="step"``, the 0-based epochs at whose start the learning rate is
+            multiplied by 0.1, mdistiller-style (``(150, 180, 210)``); ``None`` (default): at 62.5%, 75%
+            and 87.5% of the steps. Giving them with another schedule is a ``ValueError``.
+        num_workers: ``DataLoader`` worker processes (0: load in the training process). The batches
+            are the same for every value (the loader's seeded generator fixes the workers' seeds).
+        amp: mixed precision, ``torch.autocast`` (bf16 on CPU and on CUDA with bf16, fp16 with a
+            gradient scaler on other CUDA devices); see :mod:`cskd_viz.training.precision`.
+        checkpoint_every: a training checkpoint (model, optimiser, RNG states, step) every this many
+            epochs and at the end, in ``<run>/checkpoints/`` (the last 2 are kept); what
+            ``run_experiment(..., resume=True)`` and ``cskd-viz train --resume`` continue from.
+        method_options: further keyword arguments of ``get_method(method, ...)``, for parameters
+            that have no field here (e.g. DIST's ``beta``/``gamma``); JSON values. Checked at
+            construction: an unknown or invalid option is a ``TypeError``/``ValueError``.
 
     Example:
         >>> RunConfig(method="kd", epochs=2).run_name
@@ -80,6 +95,11 @@ class RunConfig:
     device: str = "cpu"
     cache_teacher: bool | None = None
     global_batch: bool = False
+    lr_milestones: tuple[int, ...] | None = None
+    num_workers: int = 0
+    amp: bool = False
+    checkpoint_every: int = 10
+    method_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         from cskd_viz._validation import check_scalar, check_temperature_range, check_temperature_value
@@ -139,11 +159,37 @@ class RunConfig:
             raise TypeError(f"cache_teacher must be True, False or None, got {self.cache_teacher!r}")
         if not isinstance(self.global_batch, bool):
             raise TypeError(f"global_batch must be True or False, got {self.global_batch!r}")
+        self._check_long_run_fields()
+
+    def _check_long_run_fields(self) -> None:
+        """``lr_milestones``, ``num_workers``, ``amp``, ``checkpoint_every`` and ``method_options``."""
+        object.__setattr__(self, "lr_milestones", check_milestones(self.lr_milestones, self.schedule))
+        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {self.num_workers!r}")
+        if not isinstance(self.amp, bool):
+            raise TypeError(f"amp must be True or False, got {self.amp!r}")
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        options = self.method_options
+        if not isinstance(options, Mapping):
+            raise TypeError(f"method_options must be a mapping of parameter names to values, got {options!r}")
+        options = dict(options)
+        taken = sorted(set(options) & set(_METHOD_FIELDS))
+        if taken:
+            raise ValueError(f"method_options {taken} are RunConfig fields: set the field(s) instead")
+        try:
+            json.dumps(options, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"method_options must hold JSON values (numbers, strings, lists): {err}") from None
+        object.__setattr__(self, "method_options", options)
+        try:
+            self.make_method()
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"method_options of method {self.method!r}: {err}") from None
 
     @property
     def cswt(self) -> bool:
         """Whether the method uses cosine-similarity-weighted temperatures."""
-        return self.method == "cskd_cswt"
+        return self.method in ("cskd_cswt", "cskd_published")
 
     @property
     def run_name(self) -> str:
@@ -151,12 +197,17 @@ class RunConfig:
         return self.name or f"{self.method}-{self.student}-{self.dataset}-s{self.seed}"
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields plus ``cswt`` (what goes into the run's ``config.json``)."""
-        return {**dataclasses.asdict(self), "name": self.run_name, "cswt": self.cswt}
+        """The fields plus ``cswt`` (what goes into the run's ``config.json``; JSON values only:
+        ``lr_milestones`` is a list there, and a config without the newer fields means their defaults)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["lr_milestones"] = list(self.lr_milestones) if self.lr_milestones is not None else None
+        values["method_options"] = json.loads(json.dumps(dict(self.method_options)))
+        return {**values, "name": self.run_name, "cswt": self.cswt}
 
     def train_settings(self, **overrides: Any) -> TrainSettings:
         """The :class:`TrainSettings` of this config's run (``overrides``: e.g. ``progress``, ``device``)."""
         fields = ("epochs", "max_steps", "lr", "momentum", "weight_decay", "schedule", "seed", "log_every")
+        fields += ("lr_milestones", "amp", "checkpoint_every")
         values = {name: getattr(self, name) for name in fields}
         values.update(
             device=self.device,
@@ -168,19 +219,15 @@ class RunConfig:
         return TrainSettings(**{**values, **overrides})
 
     def make_method(self) -> Method:
-        """The configured method object."""
-        candidates = {
-            "temperature": self.temperature,
-            "t_low": self.t_low,
-            "t_high": self.t_high,
-            "w_ce": self.w_ce,
-            "w_kd": self.w_kd,
-        }
+        """The configured method object (the fields it takes, plus ``method_options``)."""
+        candidates = {name: getattr(self, name) for name in _METHOD_FIELDS}
         allowed = method_parameters(self.method)
-        return get_method(self.method, **{k: v for k, v in candidates.items() if k in allowed})
+        params = {k: v for k, v in candidates.items() if k in allowed}
+        return get_method(self.method, **params, **dict(self.method_options))
 
     def teacher_config(self) -> RunConfig:
-        """The config of the CE run that trains this config's teacher (when no checkpoint is given)."""
+        """The config of the CE run that trains this config's teacher (when no checkpoint is given):
+        ``teacher_epochs`` at ``teacher_lr``, in full precision, with the schedule's default milestones."""
         if self.teacher is None:
             raise ValueError("this config has no teacher")
         key = {
@@ -202,4 +249,7 @@ class RunConfig:
             name=f"teacher-{self.teacher}-{self.dataset}-s{self.seed}-{digest}",
             cache_teacher=None,
             global_batch=False,
+            method_options={},
+            lr_milestones=None,  # the student's milestones are epochs of its own budget
+            amp=False,  # a teacher is trained in full precision (and reused by every student)
         )

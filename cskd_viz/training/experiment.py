@@ -32,10 +32,14 @@ from cskd_viz.models.checkpoints import CheckpointError, check_state_dict, extra
 from cskd_viz.runs import RunLog, is_run_dir, load_run
 from cskd_viz.runs.ownership import RunClaim, claim_new_dir
 from cskd_viz.runs.records import reason_of
+from cskd_viz.training.checkpointing import Checkpointing
 from cskd_viz.training.checkpoints import load_checkpoint
 from cskd_viz.training.config import RunConfig
 from cskd_viz.training.faults import add_note
 from cskd_viz.training.loop import distill, train_teacher
+from cskd_viz.training.resume import CHECKPOINT_DIR, RESUME_IGNORED, ResumeError, check_fingerprint
+from cskd_viz.training.resume import read_checkpoint as read_training_checkpoint
+from cskd_viz.training.resume_log import reopen_run_log
 
 __all__ = ["run_experiment"]
 
@@ -62,9 +66,10 @@ def _reuse_teacher(path: Path, config: RunConfig, teacher: nn.Module) -> str | N
         reason = getattr(log, "reason", None)
         return f"it ended {log.status!r}" + (f" ({reason})" if reason else "")
     wanted = config.to_dict()
-    # device and global_batch do not change what a CE teacher run learns (runs older than the
-    # global_batch field lack it).
-    if any(log.config.get(k) != v for k, v in wanted.items() if k not in ("device", "global_batch")):
+    defaults = RunConfig().to_dict()  # what a field an older run lacks meant
+    # device, global_batch, num_workers and checkpoint_every do not change what a CE teacher run learns.
+    ignored = ("device", "global_batch", "num_workers", "checkpoint_every")
+    if any(log.config.get(k, defaults.get(k)) != v for k, v in wanted.items() if k not in ignored):
         return "its settings differ"
     checkpoint = path / "model.pt"
     if not checkpoint.is_file():
@@ -98,6 +103,7 @@ def run_experiment(
     progress: bool | None = None,
     overwrite: bool = False,
     raise_on_interrupt: bool = True,
+    resume: bool = False,
 ) -> RunLog:
     """Run one configured experiment end to end and return its :class:`RunLog`.
 
@@ -124,6 +130,13 @@ def run_experiment(
         overwrite: replace an existing run directory of the same name (only if it is a run);
             otherwise a ``-2``, ``-3``, ... suffix keeps both.
         raise_on_interrupt: re-raise ``KeyboardInterrupt`` after saving the log (default).
+        resume: continue the run ``runs_dir/<config.run_name>`` from its newest readable checkpoint
+            (``<run>/checkpoints/``), in the same directory: its log keeps the steps up to the
+            checkpoint and goes on from there, its status back to ``running``. Refused with a
+            ``ResumeError`` (a ``ValueError``) when there is no such run, it already finished, it has
+            no usable checkpoint, or ``config`` differs from the run's in a field other than
+            :data:`~cskd_viz.training.resume.RESUME_IGNORED` (each differing field is named, with both
+            values); a ``RunBusyError`` while its process still lives.
 
     Example:
         >>> import tempfile
@@ -140,9 +153,31 @@ def run_experiment(
     if runs_dir.exists() and not runs_dir.is_dir():
         raise ValueError(f"runs_dir {runs_dir} exists and is not a directory")
     resolve_device(config.device)
-    session = _Session(config, runs_dir, callbacks, stop_event, progress, raise_on_interrupt)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    if resume and overwrite:
+        raise ValueError("resume=True continues a run, overwrite=True replaces it: pass one of them")
+    session = _Session(config, runs_dir, callbacks, stop_event, progress, raise_on_interrupt, resume)
     with distributed_session(config.device):
         return session.run(overwrite)
+
+
+def _resumable_fields(config: RunConfig) -> dict:
+    """The config fields a resumed run must share with the run it continues."""
+    return {k: v for k, v in config.to_dict().items() if k not in (*RESUME_IGNORED, "name")}
+
+
+def _check_resumable(path: Path, config: RunConfig) -> tuple[dict, Path]:
+    """The checkpoint ``path``'s run continues from, after the checks of :func:`run_experiment`'s ``resume``."""
+    if not is_run_dir(path):
+        raise ResumeError(f"no run {path.name!r} under {path.parent} to resume (no run directory {path})")
+    log = load_run(path)
+    if log.status == "finished":
+        raise ResumeError(f"the run {path} already finished: there is nothing to resume")
+    state, source = read_training_checkpoint(path / CHECKPOINT_DIR)
+    if state["config"]:  # written by run_experiment (the trainer checks its own settings in any case)
+        check_fingerprint(state["config"], _resumable_fields(config), f"checkpoint {source}")
+    return state, source
 
 
 @dataclasses.dataclass
@@ -155,6 +190,8 @@ class _Session:
     stop_event: threading.Event | None
     progress: bool | None
     raise_on_interrupt: bool
+    resume: bool = False
+    checkpoints: bool = True
 
     def run(self, overwrite: bool) -> RunLog:
         from cskd_viz.data import make_loaders
@@ -163,7 +200,12 @@ class _Session:
         config = self.config
         device = process_device(resolve_device(config.device))
         main = get_rank() == 0
-        train_loader, test_loader, info = make_loaders(config.dataset, batch_size=config.batch_size, seed=config.seed)
+        loaded: list = []  # rank 0's checkpoint to resume from
+        if self.resume:
+            on_main(lambda: loaded.append(_check_resumable(self.runs_dir / config.run_name, config)))
+        train_loader, test_loader, info = make_loaders(
+            config.dataset, batch_size=config.batch_size, seed=config.seed, num_workers=config.num_workers
+        )
         teacher, teacher_source = None, None
         if config.teacher is not None:
             teacher = get_model(config.teacher, info.num_classes, info.input_shape)
@@ -174,15 +216,17 @@ class _Session:
                 broadcast_module(teacher.to(device))
         torch.manual_seed(config.seed)
         student = get_model(config.student, info.num_classes, info.input_shape)
-        claims: list[RunClaim] = []  # rank 0's lock on the run directory, taken over by its RunLog
-        path = on_main(lambda: _unique_dir(self.runs_dir, config.run_name, overwrite, claims))
-        extra = {"name": path.name, "teacher_source": teacher_source, "info": dataclasses.asdict(info)}
-        run_log = RunLog({**config.to_dict(), **extra}, path=path if main else None, claim=claims[0] if main else None)
+        run_log = self._run_log(teacher_source, info, overwrite, loaded)
+        path = Path(on_main(lambda: str(run_log.path)))
         settings = config.train_settings(
             device=device, progress=self.progress, raise_on_interrupt=self.raise_on_interrupt, name=path.name
         )
         common = {"callbacks": self.callbacks, "stop_event": self.stop_event, "run_log": run_log}
         common["model_path"] = path / "model.pt" if main else None  # saved while the run directory is still held
+        if self.checkpoints:
+            plan = Checkpointing(path / CHECKPOINT_DIR, resume=self.resume, config=_resumable_fields(config))
+            plan.loaded = loaded[0] if loaded else None
+            common["checkpoint_dir"] = plan
         fields = {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)}
         try:
             if teacher is None:
@@ -195,6 +239,21 @@ class _Session:
                 _close_quietly(run_log, err)
             raise
         return run_log
+
+    def _run_log(self, teacher_source: str | None, info: Any, overwrite: bool, loaded: list) -> RunLog:
+        """The run's log: a new directory (rank 0; in memory on the others), or the resumed run's, re-opened."""
+        config, main = self.config, get_rank() == 0
+        extra = {"teacher_source": teacher_source, "info": dataclasses.asdict(info)}
+        if not main:
+            return RunLog({**config.to_dict(), **extra, "name": config.run_name})
+        if self.resume:
+            state, _ = loaded[0]
+            path = self.runs_dir / config.run_name
+            values = {**config.to_dict(), **extra, "name": path.name}
+            return reopen_run_log(path, values, step=int(state["step"]), epoch=int(state["epoch"]))
+        claims: list[RunClaim] = []  # rank 0's lock on the run directory, taken over by its RunLog
+        path = _unique_dir(self.runs_dir, config.run_name, overwrite, claims)
+        return RunLog({**config.to_dict(), **extra, "name": path.name}, path=path, claim=claims[0])
 
     def _teacher_source(self, teacher: nn.Module) -> str | RunLog:
         """Load the teacher's weights (on rank 0) and say where from; an interrupted teacher run's log instead."""
@@ -210,15 +269,12 @@ class _Session:
                 return source
             if why and get_rank() == 0:
                 print(f"cskd_viz: training the teacher {teacher_run.run_name!r} again: {why}", file=sys.stderr)
-            teacher_log = run_experiment(
-                teacher_run,
-                self.runs_dir,
-                self.callbacks,
-                self.stop_event,
-                progress=self.progress,
-                overwrite=True,
-                raise_on_interrupt=self.raise_on_interrupt,
+            # An auto-teacher run writes no training checkpoints: one that did not finish is trained again.
+            session = _Session(
+                teacher_run, self.runs_dir, self.callbacks, self.stop_event, self.progress, self.raise_on_interrupt
             )
+            session.checkpoints = False
+            teacher_log = session.run(overwrite=True)
             if teacher_log.status != "finished":
                 return teacher_log
 

@@ -50,11 +50,15 @@ from cskd_viz.methods import Method, get_method, method_names, total_loss
 from cskd_viz.monitor import Monitor
 from cskd_viz.runs import EvalRecord, RunLog
 from cskd_viz.runs.records import reason_of
+from cskd_viz.training import checkpointing
 from cskd_viz.training.callbacks import Hooks
+from cskd_viz.training.checkpointing import Checkpointing, as_checkpointing
 from cskd_viz.training.checkpoints import save_checkpoint
 from cskd_viz.training.faults import FiniteWatch, TrainingDiverged, add_note, nonfinite_parameters
+from cskd_viz.training.precision import Precision
 from cskd_viz.training.settings import TrainSettings, check_train_loader, lr_factor
 from cskd_viz.training.teacher_cache import TeacherLogitCache, data_augmented, with_indices
+from cskd_viz.training.two_views import TwoViewModel, check_cache, two_view_loader
 
 __all__ = ["train_teacher", "distill"]
 
@@ -75,6 +79,7 @@ class _Trainer:
         stop_event: threading.Event | None = None,
         run_log: RunLog | None = None,
         model_path: str | os.PathLike | None = None,
+        checkpoints: Checkpointing | None = None,
     ) -> None:
         train_loader, test_loader = loaders
         _check_types(model, teacher, method, train_loader, test_loader, stop_event)
@@ -82,8 +87,12 @@ class _Trainer:
         self.model_path = Path(model_path) if model_path is not None else None
         self.device = process_device(resolve_device(settings.device))
         self.world = get_world_size()
-        self.main = get_rank() == 0
+        self.rank = get_rank()
+        self.main = self.rank == 0
         self.group = self._loss_group()
+        self.two_views = bool(getattr(method, "two_views", False))  # batches (x_weak, x_strong, y): two_views.py
+        if self.two_views:
+            train_loader = two_view_loader(train_loader)
         check_train_loader(method, train_loader, global_batch=self.group is not None, world_size=self.world)
         if self.world > 1:
             train_loader = shard_loader(train_loader, seed=settings.seed or 0)
@@ -92,6 +101,11 @@ class _Trainer:
         self.n_epochs, self.total_steps = settings.total_steps(len(train_loader))
         self.model = model.to(self.device)
         self.teacher = teacher.to(self.device).eval() if teacher is not None else None
+        self.precision = Precision(self.device, settings.amp, self.model)
+        milestones = settings.lr_milestones
+        per_epoch = len(train_loader)
+        steps = [m * per_epoch for m in milestones] if milestones is not None else None
+        self.factor = lr_factor(settings.schedule, self.total_steps, milestones=steps)
         self.temperature = settings.temperature or method.diagnostic_temperature
         self.use_cache = self._use_cache(data_augmented(train_loader, info))
         self.hooks = Hooks(callbacks if self.main else ())  # callbacks, bars and files: rank 0 only
@@ -101,6 +115,8 @@ class _Trainer:
         self.watch = FiniteWatch()
         self._test_teacher_logits: list | None = None
         self._postfix: dict[str, str] = {}
+        self.checkpointing = checkpoints
+        self.resume_from = checkpointing.load(self)  # (state, path), checked against these settings; or None
 
     def _loss_group(self) -> Any:
         if not self.settings.global_batch:
@@ -122,6 +138,9 @@ class _Trainer:
 
     def _use_cache(self, augmented: bool | None) -> bool:
         cache = self.settings.cache_teacher
+        if self.two_views:
+            check_cache(self.method, cache)
+            return False
         if self.teacher is None or cache is False:
             return False
         if cache is None:
@@ -223,54 +242,92 @@ class _Trainer:
             self._end(bar, "interrupted", reason=how)
 
     def _loop(self, bar) -> str:
-        model, device, settings = self.model, self.device, self.settings
-        train_model = model
+        model, settings = self.model, self.settings
+        train_model = TwoViewModel(model) if self.two_views else model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            train_model = DistributedDataParallel(model)  # the frozen teacher needs no wrapper
+            train_model = DistributedDataParallel(train_model)  # the frozen teacher needs no wrapper
         optimizer = torch.optim.SGD(
             model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
-        factor = lr_factor(settings.schedule, self.total_steps)
         cache, loader = self._training_data()
-        for epoch in range(self.n_epochs):
+        start = self._resume(optimizer, loader, bar)
+        if self.step >= self.total_steps:  # resumed from the checkpoint at the end of the budget
+            return "finished"
+        for epoch in range(start, self.n_epochs):
             self.epoch = epoch
             if hasattr(loader.sampler, "set_epoch"):
                 loader.sampler.set_epoch(epoch)  # a new shuffle per epoch for DistributedSampler
             model.train()
             for batch in loader:
-                x = batch[0].to(device, non_blocking=True)
-                y = batch[1].to(device, non_blocking=True)
-                log_now = self.monitor is None or self.monitor.will_log(self.step + 1)  # step 1 always logs
-                student_logits = train_model(x)
-                teacher_logits = self._teacher_logits(batch, x, cache, log_now)
-                terms = self._terms(student_logits, teacher_logits, y, log_now)
-                loss = total_loss(terms)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                lr = settings.lr * factor(self.step)  # per-step schedule, set by hand: cheaper than an LRScheduler
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.step()
-                self.step += 1
-                self.watch.add(self.step, loss, lr)
-                if log_now:
-                    self._check_finite()
-                    self._record(student_logits, teacher_logits, y, loss, terms, lr, bar)
+                log_now = self._train_step(train_model, optimizer, batch, cache, bar)
                 if self._stop_requested(log_now):
                     return "interrupted"
                 if self.step >= self.total_steps:
                     break
-            if self._end_epoch(bar):
+            if self._end_epoch(bar, optimizer, loader):
                 return "interrupted"
             if self.step >= self.total_steps:
                 break
         return "finished"
 
-    def _terms(self, student_logits, teacher_logits, targets, log_now: bool) -> dict:
+    def _train_step(self, train_model, optimizer, batch, cache, bar) -> bool:
+        """One optimiser step (forward under autocast with ``amp``, backward, SGD); whether it was logged."""
+        device, precision = self.device, self.precision
+        log_now = self.monitor is None or self.monitor.will_log(self.step + 1)  # step 1 always logs
+        with precision.autocast():
+            if self.two_views:
+                student_logits, teacher_logits, y, terms = self._two_view_terms(train_model, batch, log_now)
+            else:
+                x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+                student_logits = train_model(x)
+                teacher_logits = self._teacher_logits(batch, x, cache, log_now)
+                terms = self._terms(student_logits, teacher_logits, y, log_now)
+            loss = total_loss(terms)
+        optimizer.zero_grad(set_to_none=True)
+        precision.backward(loss)
+        lr = self.settings.lr * self.factor(self.step)  # per-step schedule, set by hand: cheaper than an LRScheduler
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        precision.step(optimizer)
+        self.step += 1
+        self.watch.add(self.step, loss, lr)
+        if log_now:
+            self._check_finite()
+            if precision.enabled:
+                terms = {k: precision.full(v) if isinstance(v, Tensor) else v for k, v in terms.items()}
+            full = precision.full
+            self._record(full(student_logits), full(teacher_logits), y, loss, terms, lr, bar)
+        return log_now
+
+    def _resume(self, optimizer, loader, bar) -> int:
+        """Continue from the checkpoint (model, optimiser, RNG, step; the monitor opened); the epoch to start at."""
+        if self.resume_from is None:
+            return 0
+        state, _ = self.resume_from
+        self.resume_from = None  # the weights are large: keep no second copy
+        start = checkpointing.restore(self, state, optimizer, loader)
+        self.monitor = self._open_monitor(int(state["num_classes"]))  # the next step logs only when it is due
+        if self.main:
+            self.run_log.set_progress(self.step, self.epoch)
+        bar.update(self.step - bar.n)
+        return start
+
+    def _two_view_terms(self, train_model, batch, log_now: bool) -> tuple:
+        """Student (both views, one call) and teacher (both, no grad) on ``(x_weak, x_strong, y)``; the weak
+        view's logits (for the diagnostics), the targets and the method's terms."""
+        weak, strong, y = (t.to(self.device, non_blocking=True) for t in batch[:3])
+        student_weak, student_strong = train_model(weak, strong)
+        with torch.no_grad():
+            teacher_weak, teacher_strong = self.teacher(weak), self.teacher(strong)
+        terms = self._terms(student_weak, teacher_weak, y, log_now, strong=(student_strong, teacher_strong))
+        return student_weak, teacher_weak, y, terms
+
+    def _terms(self, student_logits, teacher_logits, targets, log_now: bool, strong=None) -> dict:
+        views = {"strong": strong} if strong is not None else {}
         try:
-            return self.method(student_logits, teacher_logits, targets, extras=log_now, group=self.group)
+            return self.method(student_logits, teacher_logits, targets, extras=log_now, group=self.group, **views)
         except ValueError as err:  # the losses refuse non-finite or huge logits: say how they got so
             diverged = self.watch.first_bad() or self._diverged_logits(student_logits, self.step + 1)
             if diverged is not None:
@@ -287,7 +344,7 @@ class _Trainer:
             kind = f"larger than {MAX_ABS_LOGIT:.0e} in magnitude"
         else:
             kind = "non-finite"
-        lr = self.settings.lr * lr_factor(self.settings.schedule, self.total_steps)(self.step)
+        lr = self.settings.lr * self.factor(self.step)
         return TrainingDiverged(step, kind, lr, what="the student's logits")
 
     def _check_weights(self) -> None:
@@ -345,19 +402,22 @@ class _Trainer:
             self._postfix = _postfix(latest.metrics)
             bar.set_postfix(self._postfix, refresh=False)
 
-    def _stop_requested(self, log_now: bool) -> bool:
-        """Whether to stop after this step; under DDP the ranks agree at logged steps only (no collective on others)."""
+    def _stop_requested(self, log_now: bool, before_stop=None) -> bool:
+        """Whether to stop after this step; under DDP the ranks agree at logged steps only (no collective on
+        others). ``before_stop(stopping)`` runs once that is known, before a termination signal is raised."""
         wants = self.stop_event is not None and self.stop_event.is_set()
         signalled = pending_termination() is not None
         if self.world > 1:
             wants = log_now and any_rank(wants or signalled, self.device)
+        if before_stop is not None:
+            before_stop(wants or (signalled and self.world == 1))
         if wants or (signalled and self.world == 1):
             self.run_log.set_progress(self.step, self.epoch)
             raise_pending_termination()  # a SIGTERM/SIGHUP: this step is done, now end like Ctrl-C
         return wants
 
-    def _end_epoch(self, bar) -> bool:
-        """Progress, evaluation and callbacks at the end of an epoch; whether to stop."""
+    def _end_epoch(self, bar, optimizer, loader) -> bool:
+        """Progress, evaluation, callbacks and the checkpoint at the end of an epoch; whether to stop."""
         bar.update(self.step - bar.n)
         self.run_log.set_progress(self.step, self.epoch)
         record = self._evaluate() if self.test_loader is not None and self.monitor is not None else None
@@ -366,7 +426,14 @@ class _Trainer:
         for hook in self.hooks.epoch_end:
             hook(self.epoch, record)
         self._check_finite()
-        return self._stop_requested(log_now=True)
+
+        def checkpoint(stopping: bool) -> None:  # every N epochs, at the end, and when the run stops here
+            every = self.settings.checkpoint_every
+            last = self.epoch + 1 >= self.n_epochs or self.step >= self.total_steps
+            if self.checkpointing is not None and (stopping or last or (self.epoch + 1) % every == 0):
+                checkpointing.save(self, optimizer, loader)
+
+        return self._stop_requested(log_now=True, before_stop=checkpoint)
 
     @torch.no_grad()
     def _evaluate(self) -> EvalRecord:
@@ -386,7 +453,9 @@ class _Trainer:
                 if teacher is not None:
                     t = cached[i] if cached is not None else teacher(x).detach()
                     computed.append(t)
-                student_logits = model(x)
+                with self.precision.autocast():
+                    student_logits = model(x)
+                student_logits, t = self.precision.full(student_logits), self.precision.full(t)
                 try:
                     monitor.eval_update(student_logits, t, y)
                 except ValueError as err:  # logits the metrics refuse: from a diverged model?
@@ -480,6 +549,8 @@ def train_teacher(
     stop_event: threading.Event | None = None,
     run_log: RunLog | None = None,
     model_path: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | Checkpointing | None = None,
+    resume: bool = False,
     **settings: Any,
 ) -> RunLog:
     """Train ``model`` with cross-entropy for ``epochs`` epochs or ``max_steps`` steps.
@@ -496,6 +567,12 @@ def train_teacher(
         run_log: where to record (e.g. a :class:`RunLog` with a directory); an in-memory one by default.
         model_path: where to save ``{"model": state_dict}`` when the run ends ``finished`` or
             ``interrupted`` (never for ``failed``, never non-finite weights), before the log is closed.
+        checkpoint_dir: where to write training checkpoints (every ``checkpoint_every`` epochs, at
+            the end, and when stopped at an epoch end; :mod:`~cskd_viz.training.resume`); ``None``: none.
+        resume: continue from the newest readable checkpoint in ``checkpoint_dir`` (same settings,
+            else a ``ResumeError`` naming the fields that differ). The steps after it are logged into
+            ``run_log``; to continue a run directory's log, pass
+            :func:`~cskd_viz.training.resume_log.reopen_run_log`'s (``run_experiment`` does).
         **settings: the fields of :class:`~cskd_viz.training.TrainSettings` (``epochs``,
             ``max_steps``, ``lr``, ``schedule``, ``device``, ``seed``, ``log_every``, ``progress``, ...).
 
@@ -522,6 +599,7 @@ def train_teacher(
         stop_event=stop_event,
         run_log=run_log,
         model_path=model_path,
+        checkpoints=as_checkpointing(checkpoint_dir, resume),
     )
     return trainer.run()
 
@@ -538,6 +616,8 @@ def distill(
     stop_event: threading.Event | None = None,
     run_log: RunLog | None = None,
     model_path: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | Checkpointing | None = None,
+    resume: bool = False,
     **settings: Any,
 ) -> RunLog:
     """Train ``student`` against a frozen ``teacher`` (``eval()``, ``no_grad``) with a distillation method.
@@ -552,7 +632,7 @@ def distill(
         method: a :class:`~cskd_viz.methods.Method` or a registry name (default parameters).
         info: the :class:`~cskd_viz.data.DatasetInfo` from ``make_loaders`` (tells whether the
             data is augmented, for the teacher-logit cache).
-        callbacks, stop_event, run_log, model_path: as in :func:`train_teacher`.
+        callbacks, stop_event, run_log, model_path, checkpoint_dir, resume: as in :func:`train_teacher`.
         **settings: the fields of :class:`~cskd_viz.training.TrainSettings`; ``cache_teacher``
             (``True`` with augmented data is a ``ValueError``), ``temperature`` (of the
             diagnostics) and ``global_batch`` (CSKD on the global batch under torch.distributed;
@@ -588,5 +668,6 @@ def distill(
         stop_event=stop_event,
         run_log=run_log,
         model_path=model_path,
+        checkpoints=as_checkpointing(checkpoint_dir, resume),
     )
     return trainer.run()

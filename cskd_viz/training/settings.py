@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,17 +12,24 @@ import torch
 
 from cskd_viz._validation import MIN_CSKD_BATCH, check_positive_int, check_temperature_value
 
-__all__ = ["TrainSettings", "SCHEDULES", "lr_factor", "check_batch_size", "check_train_loader"]
+__all__ = [
+    "TrainSettings",
+    "SCHEDULES",
+    "lr_factor",
+    "check_milestones",
+    "check_batch_size",
+    "check_train_loader",
+]
 
 SCHEDULES = ("cosine", "step", "constant")
-CSKD_METHODS = ("cskd", "cskd_cswt")
+CSKD_METHODS = ("cskd", "cskd_cswt", "cskd_published")
 
 
 def _is_cskd(method: Any) -> bool:
     """Whether ``method`` (a registry name or a :class:`~cskd_viz.methods.Method`) computes the CSKD loss."""
     if isinstance(method, str):
         return method in CSKD_METHODS
-    return getattr(type(method), "term", None) == "loss_cskd"
+    return getattr(type(method), "term", None) == "loss_cskd" or getattr(method, "name", None) in CSKD_METHODS
 
 
 def check_batch_size(method: Any, batch_size: int, *, global_batch: bool = False, world_size: int = 1) -> None:
@@ -77,24 +84,55 @@ def check_train_loader(method: Any, loader: Any, *, global_batch: bool = False, 
         )
 
 
-def lr_factor(schedule: str, total_steps: int) -> Callable[[int], float]:
+def lr_factor(schedule: str, total_steps: int, milestones: Sequence[int] | None = None) -> Callable[[int], float]:
     """The learning-rate multiplier at 0-based step ``k`` of ``total_steps``.
 
-    ``"cosine"``: ``(1 + cos(pi k / K)) / 2``; ``"step"``: ``x0.1`` at 62.5%, 75% and 87.5% of the
-    steps (mdistiller's 150/180/210 of 240 epochs); ``"constant"``: 1.
+    ``"cosine"``: ``(1 + cos(pi k / K)) / 2``; ``"step"``: ``x0.1`` at each of ``milestones`` (0-based
+    step indices; the trainer passes ``epoch * steps_per_epoch`` of ``lr_milestones``), by default at
+    62.5%, 75% and 87.5% of the steps (mdistiller's 150/180/210 of 240 epochs); ``"constant"``: 1.
 
     Example:
         >>> [round(lr_factor("cosine", 4)(k), 3) for k in range(5)]
         [1.0, 0.854, 0.5, 0.146, 0.0]
+        >>> [lr_factor("step", 6, milestones=(2, 4))(k) for k in range(6)]
+        [1.0, 1.0, 0.1, 0.1, 0.010000000000000002, 0.010000000000000002]
     """
+    if milestones is not None and schedule != "step":
+        raise ValueError(f"milestones need schedule 'step', got schedule {schedule!r}")
     if schedule == "cosine":
         return lambda k: 0.5 * (1.0 + math.cos(math.pi * min(k, total_steps) / total_steps))
     if schedule == "step":
-        milestones = [int(total_steps * f) for f in (0.625, 0.75, 0.875)]
-        return lambda k: 0.1 ** sum(k >= m for m in milestones)
+        steps = [int(total_steps * f) for f in (0.625, 0.75, 0.875)] if milestones is None else list(milestones)
+        return lambda k: 0.1 ** sum(k >= m for m in steps)
     if schedule == "constant":
         return lambda k: 1.0
     raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+
+
+def check_milestones(value: Any, schedule: str, name: str = "lr_milestones") -> tuple[int, ...] | None:
+    """``value`` as a tuple of strictly increasing positive epochs (``None`` stays ``None``); only with
+    ``schedule="step"`` (the LR is multiplied by 0.1 at the start of each of these 0-based epochs).
+
+    Example:
+        >>> check_milestones([150, 180, 210], "step")
+        (150, 180, 210)
+        >>> check_milestones((5,), "cosine")
+        Traceback (most recent call last):
+        ...
+        ValueError: lr_milestones need schedule='step' (got schedule='cosine'): drop them or set schedule='step'
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a sequence of epochs (ints), got {type(value).__name__}")
+    epochs = tuple(value)
+    if not epochs or any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in epochs):
+        raise ValueError(f"{name} must be a non-empty sequence of positive epochs (ints), got {value!r}")
+    if any(b <= a for a, b in zip(epochs, epochs[1:], strict=False)):
+        raise ValueError(f"{name} must be strictly increasing, got {value!r}")
+    if schedule != "step":
+        raise ValueError(f"{name} need schedule='step' (got schedule={schedule!r}): drop them or set schedule='step'")
+    return epochs
 
 
 def _finite(value: Any, name: str) -> float:
@@ -124,6 +162,12 @@ class TrainSettings:
         epochs, max_steps: the budget (at least one; the first one reached ends training).
         lr, momentum, weight_decay: SGD; ``schedule``: ``"cosine"``, ``"step"`` or ``"constant"``,
             per step (see :func:`lr_factor`).
+        lr_milestones: with ``schedule="step"``, the 0-based epochs at whose start the learning rate
+            is multiplied by 0.1 (mdistiller's ``(150, 180, 210)``); ``None``: 62.5/75/87.5% of the steps.
+        amp: mixed precision (:mod:`~cskd_viz.training.precision`: bf16 autocast on CPU and on CUDA
+            with bf16, fp16 with a gradient scaler on other CUDA devices).
+        checkpoint_every: with a ``checkpoint_dir``, a training checkpoint every this many epochs
+            (and at the end; :mod:`~cskd_viz.training.resume`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a ``torch.device``.
         seed: ``torch.manual_seed`` at the start (the loader keeps its own seeded generator).
         log_every: diagnostics every this many steps (and on the first and last step).
@@ -161,6 +205,9 @@ class TrainSettings:
     raise_on_interrupt: bool = True
     global_batch: bool = False
     name: str | None = None
+    lr_milestones: tuple[int, ...] | None = None
+    amp: bool = False
+    checkpoint_every: int = 10
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs", allow_none=True)
@@ -176,6 +223,8 @@ class TrainSettings:
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         lr_factor(self.schedule, 1)  # validates the name
+        object.__setattr__(self, "lr_milestones", check_milestones(self.lr_milestones, self.schedule))
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
         check_positive_int(self.log_every, "log_every")
         check_seed(self.seed, allow_none=True)
         flush = self.flush_interval_s
@@ -183,7 +232,7 @@ class TrainSettings:
             raise ValueError(f"flush_interval_s must be a number >= 0, got {flush!r}")
         if self.temperature is not None:
             object.__setattr__(self, "temperature", check_temperature_value(self.temperature, "temperature"))
-        for name in ("global_batch", "raise_on_interrupt"):
+        for name in ("global_batch", "raise_on_interrupt", "amp"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if self.cache_teacher is not None and not isinstance(self.cache_teacher, bool):
