@@ -131,6 +131,12 @@ def _analysis(quick: bool) -> list[dict]:
     return [r.row() for r in analysis_compare.run(quick)]
 
 
+def _sweep_overhead(quick: bool) -> list[dict]:
+    from benchmarks import sweep_overhead
+
+    return [r.row() for r in sweep_overhead.run(epochs=1 if quick else 5, repeats=1 if quick else 5)]
+
+
 SECTIONS = {
     "loss cost (forward + backward) vs kd_loss": _loss_cost,
     "trainer overhead": _trainer_overhead,
@@ -142,6 +148,7 @@ SECTIONS = {
     "memory": _memory,
     "global-batch CSKD (2 processes, gloo)": _distributed,
     "analysis: compare and predict_logits": _analysis,
+    "sweeps on Optuna: overhead and n_jobs=2 speed-up": _sweep_overhead,
     "published CSKD step (two views) vs cskd_cswt step": _published_step,
 }
 

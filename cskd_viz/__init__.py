@@ -19,6 +19,7 @@ _SUBMODULES = (
     "models",
     "methods",
     "analysis",
+    "experiments",
     "training",
     "train",
     "runs",

@@ -82,7 +82,7 @@ def demo_configs(seed: int = 0, device: str = "cpu", fast: bool | None = None) -
 
 # Commands that live in their own light modules: each has ``register(sub)``, which adds its sub-parser(s)
 # with ``set_defaults(run=handler)``; a handler is called as ``handler(args, sub_parser) -> exit status``.
-COMMAND_MODULES: tuple[str, ...] = ("cskd_viz._cli_analyze",)
+COMMAND_MODULES: tuple[str, ...] = ("cskd_viz._cli_analyze", "cskd_viz._cli_experiments")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,12 +2,12 @@
 
 - **weak**: zero-pad by 4, random crop back to ``H x W``, horizontal flip with probability 1/2 (the
   plain CIFAR training augmentation of :class:`cskd_viz.data.CifarDataset`);
-- **strong**: its own crop + flip, then torchvision's ``RandAugment(num_ops=2, magnitude=10)`` on the
+- **strong**: the weak view's crop + flip, then torchvision's ``RandAugment(num_ops=2, magnitude=10)`` on the
   uint8 image, then standardisation, then Cutout: one square of side ``H // 2`` centred on a uniformly
   drawn pixel and clipped at the borders (so the visible side is up to half the image) is set to 0,
   the channel mean, after standardising (as Cutout is applied to normalised tensors in the published
-  pipelines). ``shared_crop=True`` builds the strong view on the weak view's crop + flip instead of
-  drawing its own (two separately composed pipelines, as in the published code, draw their own).
+  pipelines). ``shared_crop=False`` gives the strong view a crop + flip of its own instead (what two
+  separately composed pipelines would draw); the default follows the recipe as specified: weak, then more.
 
 Both views are standardised like the plain CIFAR path, ``(img / 255 - mean) / std``, with the
 dataset's statistics. Items are ``(weak, strong, target)``, so a ``DataLoader`` batch is
@@ -61,7 +61,7 @@ class TwoViewDataset(Dataset):
         padding: zero padding of the random crops.
         num_ops, magnitude: RandAugment's number of operations per image and their magnitude (of 31 bins).
         cutout: apply Cutout to the strong view.
-        shared_crop: build the strong view on the weak view's crop + flip (default: its own draw).
+        shared_crop: build the strong view on the weak view's crop + flip (default); ``False``: its own draw.
 
     Example:
         >>> ds = TwoViewDataset(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.arange(2), (0.5,) * 3, (0.5,) * 3)
@@ -82,7 +82,7 @@ class TwoViewDataset(Dataset):
         num_ops: int = 2,
         magnitude: int = 10,
         cutout: bool = True,
-        shared_crop: bool = False,
+        shared_crop: bool = True,
     ) -> None:
         from torchvision.transforms import v2
 

@@ -20,6 +20,7 @@ EXPECTED = [
     "05_batch_size_and_scale",
     "06_exercises",
     "07_analyze_checkpoints",
+    "08_open_questions",
 ]
 PLOT_CALL = re.compile(r"\bplots\.plot_\w+\(|\bplot_\w+\(")
 

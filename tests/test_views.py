@@ -76,9 +76,10 @@ def test_strong_differs_from_weak_and_between_epochs():
     assert all(not torch.equal(weak, strong) for weak, strong, _ in items)
     again = [ds[i] for i in range(8)]  # the generator moved on: new draws
     assert any(not torch.equal(a[1], b[1]) for a, b in zip(items, again, strict=True))
-    shared = two_view_dataset(_base(), seed=2, shared_crop=True, cutout=False, magnitude=0, num_ops=0)
-    weak, strong, _ = shared[3]
-    assert torch.equal(weak, strong)  # nothing but the shared crop: the views coincide
+    shared = two_view_dataset(_base(), seed=2, cutout=False, magnitude=0, num_ops=0)  # the default: shared crop
+    assert all(torch.equal(weak, strong) for weak, strong, _ in (shared[i] for i in range(8)))  # strong = weak + more
+    own = two_view_dataset(_base(), seed=2, shared_crop=False, cutout=False, magnitude=0, num_ops=0)
+    assert any(not torch.equal(weak, strong) for weak, strong, _ in (own[i] for i in range(8)))
 
 
 def test_cutout_zeroes_one_clipped_square_of_up_to_half_the_side():

@@ -28,6 +28,7 @@ from cskd_viz.plots.batch_size import batch_size_effect_frame, plot_batch_size_e
 from cskd_viz.plots.curves import plot_agreement, plot_learning_curves
 from cskd_viz.plots.heatmaps import plot_class_cosine_heatmap, plot_class_cosine_heatmaps
 from cskd_viz.plots.kl_cosine import plot_kl_vs_cosine_scatter, plot_kl_vs_cosine_transforms
+from cskd_viz.plots.sweep import plot_sweep
 from cskd_viz.plots.temperatures import plot_cswt_mapping, plot_temperature_histogram, plot_temperature_trace
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "batch_size_effect_frame",
     "plot_batch_size_frame",
     "plot_batch_size_effect",
+    "plot_sweep",
 ]

@@ -243,6 +243,11 @@ class RunConfig:
             teacher_checkpoint=None,
             method="ce",
             w_ce=1.0,
+            # CE ignores these: the defaults, so a sweep over them reuses one teacher
+            w_kd=1.0,
+            temperature=4.0,
+            t_low=2.0,
+            t_high=6.0,
             epochs=self.teacher_epochs,
             max_steps=None,
             lr=self.teacher_lr or self.lr,
