@@ -24,7 +24,7 @@ Example:
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     result = sweep(base, {"method": ["kd", "cskd"]}, seeds=2, study_name="doc", runs_dir=tmp)
     ...     summary = result.summary(metrics=["final_accuracy"])
-    >>> list(summary["method"]), list(summary["n"])
+    >>> list(summary["method"]), summary["n"].tolist()
     (['cskd', 'kd'], [2, 2])
 """
 
