@@ -353,15 +353,85 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
 
-class CifarDataset(Dataset):
+def crop_flip(img: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad ``(C, H, W)`` by ``padding``, crop back to ``(H, W)`` at a random offset and flip left-right
+    with probability 1/2, from one uniform draw over all (top, left, flip) triples of ``generator``."""
+    p = padding
+    h, w = img.shape[1:]
+    draw = int(torch.randint(0, 2 * (2 * p + 1) ** 2, (1,), generator=generator))
+    top, left, flip = draw // (2 * (2 * p + 1)), (draw // 2) % (2 * p + 1), draw % 2
+    img = F.pad(img, (p, p, p, p))[:, top : top + h, left : left + w]
+    return img.flip(-1) if flip else img
+
+
+class SeededImages(Dataset):
+    """uint8 images ``(N, C, H, W)`` with ``(N,)`` labels, standardised per item, and a generator of their own.
+
+    The base of the CIFAR datasets (:class:`CifarDataset`, :class:`cskd_viz.views.TwoViewDataset`):
+    the generator is seeded with ``seed``, re-seeded in a DataLoader worker from that worker's seed
+    (which the loader's generator fixes) and pickled with its state, so a seeded loader yields the
+    same random items every time, with or without workers. ``padding`` is the crop padding.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        seed: int,
+        padding: int,
+    ) -> None:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
+        if targets.shape != (len(images),):
+            raise ValueError(f"targets must have shape ({len(images)},), got {tuple(targets.shape)}")
+        if len(mean) != images.shape[1] or len(std) != images.shape[1] or min(std) <= 0:
+            raise ValueError(f"mean and std need {images.shape[1]} entries (std > 0), got {mean} and {std}")
+        self.images = images
+        self.targets = targets.long()
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self._scale = 1.0 / (255.0 * self.std)
+        self._shift = -self.mean / self.std
+        self.padding = padding
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+        self._worker_id: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def _rng(self) -> torch.Generator:
+        worker = get_worker_info()
+        if worker is not None and worker.id != self._worker_id:
+            self._generator.manual_seed(worker.seed)  # = loader's base seed + worker id
+            self._worker_id = worker.id
+        return self._generator
+
+    def _standardise(self, img: torch.Tensor) -> torch.Tensor:
+        """``(img / 255 - mean) / std`` in one fused op."""
+        return torch.addcmul(self._shift, img.float(), self._scale)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_generator"] = self._generator.get_state()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        generator = torch.Generator()
+        generator.set_state(state.pop("_generator"))
+        self.__dict__.update(state, _generator=generator)
+
+
+class CifarDataset(SeededImages):
     """uint8 images ``(N, 3, H, W)`` standardised per item, with optional seeded crop + flip.
 
     ``x = (img / 255 - mean) / std``. With ``augment=True`` each item is first zero-padded by
     ``padding`` pixels, cropped back to ``H x W`` at a random offset and flipped left-right with
     probability 1/2 — the distribution of torchvision's ``RandomCrop(H, padding=4)`` followed by
-    ``RandomHorizontalFlip()``. The random numbers come from the dataset's own generator (seeded
-    with ``seed``; in a DataLoader worker re-seeded from that worker's seed, which the loader's
-    generator fixes), so a seeded loader yields the same augmented batches every time.
+    ``RandomHorizontalFlip()``. The random numbers come from the dataset's own generator (see
+    :class:`SeededImages`), so a seeded loader yields the same augmented batches every time.
 
     Example:
         >>> images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
@@ -381,62 +451,19 @@ class CifarDataset(Dataset):
         seed: int = 0,
         padding: int = 4,
     ) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {images.dtype} {tuple(images.shape)}")
-        if targets.shape != (len(images),):
-            raise ValueError(f"targets must have shape ({len(images)},), got {tuple(targets.shape)}")
-        if len(mean) != images.shape[1] or len(std) != images.shape[1] or min(std) <= 0:
-            raise ValueError(f"mean and std need {images.shape[1]} entries (std > 0), got {mean} and {std}")
-        self.images = images
-        self.targets = targets.long()
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
-        self._scale = 1.0 / (255.0 * self.std)
-        self._shift = -self.mean / self.std
+        super().__init__(images, targets, mean, std, seed, padding)
         self.augment = augment
-        self.padding = padding
-        self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
-        self._worker_id: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.targets)
 
     @property
     def augmented(self) -> bool:
         """Whether items are randomly augmented (then a teacher's logits differ between epochs)."""
         return self.augment
 
-    def _rng(self) -> torch.Generator:
-        worker = get_worker_info()
-        if worker is not None and worker.id != self._worker_id:
-            self._generator.manual_seed(worker.seed)  # = loader's base seed + worker id
-            self._worker_id = worker.id
-        return self._generator
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         img = self.images[index]
         if self.augment:
-            p = self.padding
-            h, w = img.shape[1:]
-            # one uniform draw over all (top, left, flip) triples: independent uniform offsets, fair coin
-            draw = int(torch.randint(0, 2 * (2 * p + 1) ** 2, (1,), generator=self._rng()))
-            top, left, flip = draw // (2 * (2 * p + 1)), (draw // 2) % (2 * p + 1), draw % 2
-            img = F.pad(img, (p, p, p, p))[:, top : top + h, left : left + w]
-            if flip:
-                img = img.flip(-1)
-        # (img / 255 - mean) / std in one fused op
-        return torch.addcmul(self._shift, img.float(), self._scale), self.targets[index]
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_generator"] = self._generator.get_state()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        generator = torch.Generator()
-        generator.set_state(state.pop("_generator"))
-        self.__dict__.update(state, _generator=generator)
+            img = crop_flip(img, self.padding, self._rng())
+        return self._standardise(img), self.targets[index]
 
 
 def _cifar(

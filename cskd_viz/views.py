@@ -25,20 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Dataset, get_worker_info
+
+from cskd_viz.data import CifarDataset, SeededImages, crop_flip
 
 __all__ = ["TwoViewDataset", "two_view_dataset"]
-
-
-def _crop_flip(img: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Zero-pad, random crop back to ``(H, W)`` and flip with probability 1/2, from one uniform draw."""
-    p = padding
-    h, w = img.shape[1:]
-    draw = int(torch.randint(0, 2 * (2 * p + 1) ** 2, (1,), generator=generator))
-    top, left, flip = draw // (2 * (2 * p + 1)), (draw // 2) % (2 * p + 1), draw % 2
-    img = F.pad(img, (p, p, p, p))[:, top : top + h, left : left + w]
-    return img.flip(-1) if flip else img
 
 
 def _cutout(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -50,7 +40,7 @@ def _cutout(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x
 
 
-class TwoViewDataset(Dataset):
+class TwoViewDataset(SeededImages):
     """``(weak, strong, target)`` items from uint8 images ``(N, C, H, W)`` (see the module docstring).
 
     Args:
@@ -90,44 +80,22 @@ class TwoViewDataset(Dataset):
             raise ValueError(f"images must be a uint8 (N, C, H, W) tensor, got {getattr(images, 'dtype', images)!r}")
         if not isinstance(targets, torch.Tensor) or targets.shape != (len(images),):
             raise ValueError(f"targets must be a ({len(images)},) tensor, got {getattr(targets, 'shape', targets)!r}")
-        if len(mean) != images.shape[1] or len(std) != images.shape[1] or min(std) <= 0:
-            raise ValueError(f"mean and std need {images.shape[1]} entries (std > 0), got {mean} and {std}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
-        self.images, self.targets = images, targets.long()
-        self.mean, self.std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
-        std_t = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
-        self._scale = 1.0 / (255.0 * std_t)
-        self._shift = -torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1) / std_t
-        self.padding, self.cutout, self.shared_crop = padding, bool(cutout), bool(shared_crop)
+        super().__init__(images, targets, mean, std, seed, padding)
+        self.cutout, self.shared_crop = bool(cutout), bool(shared_crop)
         self.randaugment = v2.RandAugment(num_ops=num_ops, magnitude=magnitude)
-        self.seed = seed
-        self._generator = torch.Generator().manual_seed(seed)
-        self._worker_id: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.targets)
 
     @property
     def augmented(self) -> bool:
         """Always ``True``: both views are random (a teacher's logits differ from step to step)."""
         return True
 
-    def _rng(self) -> torch.Generator:
-        worker = get_worker_info()
-        if worker is not None and worker.id != self._worker_id:
-            self._generator.manual_seed(worker.seed)  # = loader's base seed + worker id
-            self._worker_id = worker.id
-        return self._generator
-
-    def _standardise(self, img: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self._shift, img.float(), self._scale)
-
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         gen = self._rng()
         img = self.images[index]
-        weak = _crop_flip(img, self.padding, gen)
-        base = weak if self.shared_crop else _crop_flip(img, self.padding, gen)
+        weak = crop_flip(img, self.padding, gen)
+        base = weak if self.shared_crop else crop_flip(img, self.padding, gen)
         augment_seed = int(torch.randint(0, 2**62, (1,), generator=gen))
         with torch.random.fork_rng(devices=[]):  # RandAugment draws from the global generator
             torch.manual_seed(augment_seed)
@@ -135,16 +103,6 @@ class TwoViewDataset(Dataset):
         if self.cutout:
             strong = _cutout(strong, gen)
         return self._standardise(weak), strong, self.targets[index]
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_generator"] = self._generator.get_state()
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        generator = torch.Generator()
-        generator.set_state(state.pop("_generator"))
-        self.__dict__.update(state, _generator=generator)
 
 
 def two_view_dataset(dataset: Any, seed: int | None = None, **options: Any) -> TwoViewDataset:
@@ -170,8 +128,6 @@ def two_view_dataset(dataset: Any, seed: int | None = None, **options: Any) -> T
         >>> x_weak.shape, x_strong.shape, y.shape
         (torch.Size([4, 3, 32, 32]), torch.Size([4, 3, 32, 32]), torch.Size([4]))
     """
-    from cskd_viz.data import CifarDataset
-
     if not isinstance(dataset, CifarDataset):
         raise TypeError(
             "two_view_dataset needs a CIFAR training set (cskd_viz.data.CifarDataset, uint8 images "
