@@ -89,7 +89,12 @@ def register(sub) -> None:
     parser.add_argument("--t-high", type=float, default=6.0)
     parser.add_argument("--batch-size", type=int, default=64, help="size of the random batches of c_j (default 64)")
     parser.add_argument("--top-k", type=int, default=5, help="worst classes named in the tables and figures")
-    parser.add_argument("--seed", type=int, default=0, help="data split (if the dataset has one) and batch order")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="data split (if the dataset has one) and batch order (default: the --run runs' seed, else 0)",
+    )
     parser.add_argument("--cache", default=None, metavar="DIR", help="cache the logits here (verified on reuse)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -206,7 +211,7 @@ def run_analyze(args, parser) -> int:
         teacher = _teacher_of_runs(configs)
     dataset = _dataset_of(args, configs)
     _check_options(args, parser)
-    seed = int(configs[0].get("seed", args.seed)) if configs and args.seed == 0 else args.seed
+    seed = args.seed if args.seed is not None else int(configs[0].get("seed", 0)) if configs else 0
 
     from cskd_viz.analysis import compare, predict_logits
     from cskd_viz.data import load_datasets
@@ -227,7 +232,7 @@ def run_analyze(args, parser) -> int:
     teacher_logits = logits.pop("teacher")
     report = compare(
         teacher_logits, logits, targets, class_names=list(info.class_names), temperature=args.temperature,
-        t_low=args.t_low, t_high=args.t_high, batch_size=min(args.batch_size, len(data)), seed=args.seed,
+        t_low=args.t_low, t_high=args.t_high, batch_size=min(args.batch_size, len(data)), seed=seed,
     )  # fmt: skip
     out = Path(args.out)
     report.to_parquet(out / "frames")
