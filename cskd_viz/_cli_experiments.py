@@ -2,8 +2,9 @@
 
 Both take every ``cskd-viz train`` flag for the base config, plus ``--grid FIELD=V1,V2,...`` (sweep) or
 ``--space FIELD=LOW:HIGH`` (search; ``LOW:HIGH:log``, or choices ``A,B``), ``--seeds``, ``--trials``
-(search), ``--study-name``, ``--storage`` and ``--n-jobs``. They print a progress bar over the trials and
-the summary table. Re-running the same command resumes the study. Light on purpose: argparse only at import.
+(search), ``--study-name``, ``--storage``, ``--n-jobs`` and ``--nproc-per-run``. They print a progress bar
+over the trials and the summary table. Re-running the same command resumes the study. Light on purpose:
+argparse only at import.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ def _common_flags(parser: argparse.ArgumentParser, seeds: int) -> None:
         "--storage", default=None, help="SQLAlchemy URL of the study (default: sqlite:///<runs-dir>/sweeps.db)"
     )
     parser.add_argument("--n-jobs", type=int, default=1, help="parallel worker processes (default: 1)")
+    parser.add_argument(
+        "--nproc-per-run", type=int, default=1, metavar="N",
+        help="data-parallel processes per run: each run is a torchrun --standalone launch (default: 1)",
+    )  # fmt: skip
     parser.add_argument("--objective", default="best_accuracy", choices=_OBJECTIVES, help="a trial's value")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -105,6 +110,7 @@ def _run_sweep(args, parser) -> int:
         result = sweep(
             base, grid, seeds=args.seeds, study_name=args.study_name, storage=args.storage, n_jobs=args.n_jobs,
             runs_dir=args.runs_dir, objective=args.objective, progress=not args.no_progress,
+            nproc_per_run=args.nproc_per_run,
         )  # fmt: skip
     except (ValueError, TypeError) as err:
         fail(err)
@@ -120,7 +126,7 @@ def _run_search(args, parser) -> int:
         result = search(
             base, space, n_trials=args.trials, objective=args.objective, seeds=args.seeds,
             study_name=args.study_name, storage=args.storage, n_jobs=args.n_jobs, runs_dir=args.runs_dir,
-            progress=not args.no_progress,
+            progress=not args.no_progress, nproc_per_run=args.nproc_per_run,
         )  # fmt: skip
     except (ValueError, TypeError) as err:
         fail(err)

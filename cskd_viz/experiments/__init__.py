@@ -63,10 +63,11 @@ __all__ = [
 ]
 
 
-def _check_common(study_name: Any, n_jobs: Any, runs_dir: Any, storage: Any) -> tuple[str, str]:
+def _check_common(study_name: Any, n_jobs: Any, runs_dir: Any, storage: Any, nproc_per_run: Any = 1) -> tuple[str, str]:
     check_study_name(study_name)
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise ValueError(f"n_jobs must be an int >= 1, got {n_jobs!r}")
+    for name, value in (("n_jobs", n_jobs), ("nproc_per_run", nproc_per_run)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     if not isinstance(runs_dir, (str, os.PathLike)) or not os.fspath(runs_dir).strip():
         raise ValueError(f"runs_dir must be a directory path, got {runs_dir!r}")
     if storage is not None and (not isinstance(storage, str) or not storage.strip()):
@@ -91,6 +92,7 @@ def sweep(
     runs_dir: str | os.PathLike = "runs",
     objective: str = "best_accuracy",
     progress: bool = False,
+    nproc_per_run: int = 1,
 ) -> Sweep:
     """Run every point of ``grid`` once per seed (``base.seed`` .. ``base.seed + seeds - 1``); resumable.
 
@@ -106,17 +108,22 @@ def sweep(
         runs_dir: where the run directories go.
         objective: the trial's value (a metric of :data:`OBJECTIVES`).
         progress: a progress bar over the trials.
+        nproc_per_run: data-parallel processes per run (``> 1``: each run is a ``torchrun --standalone``
+            launch on this machine, as ``cskd-viz train`` under ``torchrun``; grid over ``global_batch`` to
+            compare CSKD on each process's batch with CSKD on the global batch). ``n_jobs * nproc_per_run``
+            processes run at once.
 
     Returns:
         The :class:`Sweep`. A trial that raised is ``FAIL`` with its error (``Sweep.failures()``); the
         sweep goes on and ``summary`` counts it. Ctrl-C stops the sweep (the interrupted trial is
         ``FAIL``, the study and every finished run stay); the same call later resumes it.
     """
-    runs_dir, storage = _check_common(study_name, n_jobs, runs_dir, storage)
+    runs_dir, storage = _check_common(study_name, n_jobs, runs_dir, storage, nproc_per_run)
     grid = check_grid(base, grid, seeds)
     space = {**grid, "seed": list(range(base.seed, base.seed + seeds))}
     objective = _check_objective(objective)
-    plan = Plan("sweep", study_name, storage, base, space, seeds, objective, OBJECTIVES[objective], runs_dir)
+    plan = Plan("sweep", study_name, storage, base, space, seeds, objective, OBJECTIVES[objective], runs_dir,
+                nproc=nproc_per_run)  # fmt: skip
     from cskd_viz.experiments._runner import run_plan
 
     return Sweep(run_plan(plan, n_jobs, progress), plan)
@@ -134,6 +141,7 @@ def search(
     n_jobs: int = 1,
     runs_dir: str | os.PathLike = "runs",
     progress: bool = False,
+    nproc_per_run: int = 1,
 ) -> Sweep:
     """A TPE search over ``space`` until the study has ``n_trials`` complete trials; resumable.
 
@@ -146,16 +154,16 @@ def search(
         n_trials: complete trials to reach (a re-run with more continues the search).
         objective: what a trial maximises (accuracy, agreement) or minimises (``final_cosine_distance``):
             the mean over its ``seeds`` runs.
-        seeds, study_name, storage, n_jobs, runs_dir, progress: as in :func:`sweep`.
+        seeds, study_name, storage, n_jobs, runs_dir, progress, nproc_per_run: as in :func:`sweep`.
     """
-    runs_dir, storage = _check_common(study_name, n_jobs, runs_dir, storage)
+    runs_dir, storage = _check_common(study_name, n_jobs, runs_dir, storage, nproc_per_run)
     check_seeds(seeds)
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise ValueError(f"n_trials must be an int >= 1, got {n_trials!r}")
     space = check_space(base, space)
     objective = _check_objective(objective)
     plan = Plan("search", study_name, storage, base, space, seeds, objective, OBJECTIVES[objective], runs_dir,
-                n_trials)  # fmt: skip
+                n_trials, nproc=nproc_per_run)  # fmt: skip
     from cskd_viz.experiments._runner import run_plan
 
     return Sweep(run_plan(plan, n_jobs, progress), plan)
@@ -181,7 +189,7 @@ def load_sweep(study_name: str, storage: str | None = None, runs_dir: str | os.P
     base = RunConfig(**info["base"])
     objective = info["objective"]
     plan = Plan(info["kind"], study_name, storage, base, space, info["seeds"], objective, OBJECTIVES[objective],
-                runs_dir)  # fmt: skip
+                runs_dir, nproc=info.get("nproc", 1))  # fmt: skip
     return Sweep(study, plan)
 
 

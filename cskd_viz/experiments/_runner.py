@@ -46,11 +46,17 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _one_run(config: Any, runs_dir: str) -> dict[str, Any]:
-    """Run ``config`` (an ordinary run directory under ``runs_dir``) and return its metrics and path."""
-    from cskd_viz.training.experiment import run_experiment
+def _one_run(config: Any, runs_dir: str, nproc: int = 1) -> dict[str, Any]:
+    """Run ``config`` (an ordinary run directory under ``runs_dir``; on ``nproc`` data-parallel processes
+    when ``nproc > 1``) and return its metrics and path."""
+    if nproc > 1:
+        from cskd_viz.experiments._launch import run_distributed
 
-    log = run_experiment(config, runs_dir, progress=False)
+        log = run_distributed(config, runs_dir, nproc)
+    else:
+        from cskd_viz.training.experiment import run_experiment
+
+        log = run_experiment(config, runs_dir, progress=False)
     if log.status != "finished":
         raise RuntimeError(f"the run {log.path} ended {log.status!r}" + (f": {log.reason}" if log.reason else ""))
     summary = log.summary()
@@ -90,7 +96,7 @@ def objective(trial: Any, plan: Plan) -> float:
     runs: list[dict[str, Any]] = []
     try:
         for config in _configs(trial, plan, _suggest(trial, plan.space)):
-            runs.append(_one_run(config, plan.runs_dir))
+            runs.append(_one_run(config, plan.runs_dir, plan.nproc))
             trial.set_user_attr("runs", runs)
             trial.set_user_attr("run_dir", runs[0]["path"])
         values = [run[plan.objective] for run in runs]

@@ -91,6 +91,7 @@ class Plan:
         direction: ``"maximize"`` or ``"minimize"``.
         runs_dir: where the trials' run directories go.
         n_trials: a search's number of complete trials to reach (``None`` for a sweep).
+        nproc: data-parallel processes per run (``> 1``: each run is a ``torchrun`` launch).
     """
 
     kind: str
@@ -103,6 +104,7 @@ class Plan:
     direction: str
     runs_dir: str
     n_trials: int | None = None
+    nproc: int = 1
 
     def sampler(self, worker: int = 0):
         """A fresh ``GridSampler`` (sweep) or ``TPESampler`` (search; seeded per worker, constant liar)."""
@@ -117,6 +119,8 @@ class Plan:
         """What a study's trials depend on: reusing a study name needs the same fingerprint."""
         base = {k: v for k, v in self.base.to_dict().items() if k not in ("name", "cswt")}
         value = {"kind": self.kind, "base": base, "space": self.space, "seeds": self.seeds, "objective": self.objective}
+        if self.nproc > 1:  # absent for one process: studies made before the field still match
+            value["nproc"] = self.nproc
         return json.loads(json.dumps(value))  # as stored (tuples become lists)
 
     def open(self, worker: int = 0, create: bool = False):
@@ -145,7 +149,7 @@ class Plan:
         if theirs is None:
             what = "was not made by cskd_viz"
         else:
-            changed = [k for k in mine if mine[k] != theirs.get(k)]
+            changed = [k for k in {**theirs, **mine} if mine.get(k) != theirs.get(k)]
             detail = {k: theirs.get(k) for k in changed if k != "base"}
             if "base" in changed:
                 detail["base"] = {k: v for k, v in theirs["base"].items() if mine["base"].get(k) != v}
