@@ -39,6 +39,7 @@ def test_search_prints_the_best_trial(tmp_path, capsys):
         (["--grid", "method=kd", "--storage", "nosuchdb://x"], "cannot be opened"),
         (["--grid", "method=kd", "--name", "x"], "--name is set per trial"),
         (["--grid", "method=kd", "--n-jobs", "0"], "n_jobs must be an int >= 1"),
+        (["--grid", "method=kd", "--nproc-per-run", "0"], "nproc_per_run must be an int >= 1"),
     ],
 )
 def test_sweep_user_errors_exit_2(tmp_path, capsys, extra, message):

@@ -6,6 +6,10 @@ shared by the tests; a launch that fails is a ``FAIL`` trial with the end of its
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
+
 import pytest
 
 from cskd_viz.experiments import sweep
@@ -83,3 +87,26 @@ def test_nproc_per_run_is_checked_and_only_fingerprinted_above_one():
     one = Plan("sweep", "x", "sqlite://", base, {"seed": [0]}, 1, "best_accuracy", "maximize", "runs")
     two = Plan("sweep", "x", "sqlite://", base, {"seed": [0]}, 1, "best_accuracy", "maximize", "runs", nproc=2)
     assert "nproc" not in one.fingerprint() and two.fingerprint()["nproc"] == 2
+
+
+def test_ctrl_c_reaches_every_rank_and_the_run_log_is_kept(tmp_path, teacher):
+    """Ctrl-C while a launch trains: both ranks stop, rank 0's run log is saved as interrupted and loads."""
+    from cskd_viz.experiments._launch import run_distributed
+
+    config = RunConfig(
+        student="mlp_small", teacher="mlp_small", teacher_checkpoint=teacher, method="cskd", batch_size=16,
+        epochs=500, name="long",
+    )  # fmt: skip
+    steps = tmp_path / "long" / "steps"
+
+    def interrupt_once_training() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (steps.is_dir() and any(steps.iterdir())):
+            time.sleep(0.2)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_distributed(config, tmp_path, 2)
+    log = load_run(tmp_path / "long")
+    assert log.status == "interrupted" and 0 < log.progress["step"] < 500 * 57
