@@ -7,6 +7,7 @@ Light on purpose (argparse only): ``cskd-viz --help`` and flag errors import no 
 from __future__ import annotations
 
 import argparse
+import math
 
 __all__ = ["DIST_TIMEOUT_HELP", "add_run_flags", "run_config_values", "run_config_from_args"]
 
@@ -58,6 +59,36 @@ def _milestones(text: str) -> tuple[int, ...]:
     if not values:
         raise argparse.ArgumentTypeError(f"expected comma-separated epochs such as 150,180,210, got {text!r}")
     return values
+
+
+def _option_value(text: str) -> bool | int | float | str | None:
+    """A ``--method-option`` value: ``true``/``false`` (any case), ``null`` (None), an int, a float, else the text.
+
+    ``none`` stays the text ``"none"`` (e.g. ``masks=none``, a mode of ``cskd_published``); ``null`` is ``None``.
+    """
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "null":
+        return None
+    for kind in (int, float):
+        try:
+            value = kind(text)
+        except ValueError:
+            continue
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+    return text
+
+
+def _method_option(text: str) -> tuple[str, bool | int | float | str | None]:
+    """``--method-option masks=none`` -> ``("masks", "none")``; ``strong_view=false`` -> ``("strong_view", False)``."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as masks=none or strong_view=false, got {text!r}")
+    return key, _option_value(value.strip())
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +149,21 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     add("--amp", "mixed precision: bf16 autocast on CPU (and CUDA with bf16), else fp16 + GradScaler",
         action="store_true")  # fmt: skip
     add("--checkpoint-every", "a training checkpoint every this many epochs, and at the end", type=int)
+    _add_method_option(parser)
+
+
+def _add_method_option(parser: argparse.ArgumentParser) -> None:
+    """``--method-option KEY=VALUE`` (repeatable): ``RunConfig.method_options``, over a ``--recipe``'s."""
+    parser.add_argument(
+        "--method-option",
+        action="append",
+        default=None,
+        type=_method_option,
+        metavar="KEY=VALUE",
+        help="a parameter of the method that has no flag of its own (repeatable; over a --recipe's), e.g. "
+        "masks=none, strong_view=false, cc=false, corr_temperature=4 (cskd_published) or beta=2 (dist); "
+        "values: true/false, null (None), numbers, else text (masks=none is the text 'none')",
+    )
 
 
 def _recipe(name: str | None, parser: argparse.ArgumentParser) -> dict:
@@ -141,6 +187,11 @@ def run_config_values(args: argparse.Namespace, parser: argparse.ArgumentParser)
     """The RunConfig keyword arguments of the run flags: the defaults, then ``--recipe``, then the flags given."""
     given = {dest: getattr(args, dest) for dest in _FIELDS if getattr(args, dest, None) is not None}
     recipe = _recipe(getattr(args, "recipe", None), parser)
+    if "method" in given and given["method"] != recipe.get("method", given["method"]):
+        recipe.pop("method_options", None)  # the recipe's options are its own method's parameters
+    options = dict(getattr(args, "method_option", None) or ())
+    if options:
+        given["method_options"] = {**recipe.get("method_options", {}), **options}
     values = {**{k: v for k, v in _FIELDS.items() if k not in ("epochs", "max_steps")}, **recipe, **given}
     if isinstance(values["teacher"], str) and values["teacher"].lower() in ("none", ""):
         values["teacher"] = None
@@ -163,5 +214,8 @@ def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentPars
         config = RunConfig(**values)
         resolve_device(config.device)
     except (ValueError, TypeError) as err:
-        parser.error(str(err))
+        text = str(err)
+        if getattr(args, "method_option", None) and text.startswith("method_options"):
+            text = f"--method-option: {text}"  # an unknown key or a bad value (the method's own check)
+        parser.error(text)
     return config

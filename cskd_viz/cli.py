@@ -361,8 +361,15 @@ def _run_train(args, parser) -> int:
     if not main:  # other ranks of a torchrun launch: rank 0 prints (and wrote the run log)
         return 0 if log.status == "finished" else 1
     print(_table([log]))
-    print(f"\nrun log: {log.path}  status: {log.status}")
+    print(f"\nrun log: {log.path}  status: {log.status}{_training_time(log)}")
     return 0 if log.status == "finished" else 1
+
+
+def _training_time(log) -> str:
+    """``"  training time: 12.3 s"``: the last logged ``elapsed_s`` (all segments of a resumed run); or ``""``."""
+    steps = log.steps
+    elapsed = steps["elapsed_s"].dropna() if "elapsed_s" in steps else ()
+    return f"  training time: {float(elapsed.max()):.1f} s" if len(elapsed) else ""
 
 
 def _diverged(err) -> int:

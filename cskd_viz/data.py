@@ -16,6 +16,7 @@ Nothing is downloaded unless ``download=True`` is passed.
 
 from __future__ import annotations
 
+import copy
 import functools
 import gzip
 import inspect
@@ -412,6 +413,12 @@ class SeededImages(Dataset):
     def _standardise(self, img: torch.Tensor) -> torch.Tensor:
         """``(img / 255 - mean) / std`` in one fused op."""
         return torch.addcmul(self._shift, img.float(), self._scale)
+
+    def reseeded(self, seed: int) -> SeededImages:
+        """A copy (sharing the images) whose generator starts from ``seed``: e.g. one stream per DDP rank."""
+        twin = copy.copy(self)
+        twin.seed, twin._generator, twin._worker_id = seed, torch.Generator().manual_seed(seed), None
+        return twin
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -537,14 +537,36 @@ def shard_loader(
         )
     shuffle = isinstance(loader.sampler, RandomSampler)
     sampler = DistributedSampler(loader.dataset, num_replicas, rank, shuffle=shuffle, seed=seed, drop_last=True)
+    dataset, options = _rank_streams(loader.dataset, loader_options(loader), rank)
     return DataLoader(
-        loader.dataset,
+        dataset,
         batch_size=loader.batch_size,
         sampler=sampler,
         # A shard smaller than one batch keeps its only, partial batch (as make_loaders does).
         drop_last=loader.drop_last and len(sampler) >= loader.batch_size,
-        **loader_options(loader),
+        **options,
     )
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """Rank ``rank``'s seed for a random stream seeded ``seed`` on rank 0 (which keeps it)."""
+    return seed if rank == 0 else hash((seed, rank)) & (2**63 - 1)  # ints hash the same in every process
+
+
+def _rank_streams(dataset: Any, options: dict[str, Any], rank: int) -> tuple[Any, dict[str, Any]]:
+    """The dataset and loader options of ``rank``, with random augmentation streams of its own.
+
+    Every rank builds its dataset and loader with the same seeds, so without this each rank would draw
+    the same crops, flips, RandAugment ops and Cutout squares at each batch position. A dataset with a
+    generator of its own (``reseeded``, e.g. :class:`~cskd_viz.data.SeededImages`) and the loader's
+    generator (which seeds the workers) get per-rank seeds; rank 0 keeps its streams unchanged.
+    """
+    if rank == 0:
+        return dataset, options
+    if callable(getattr(dataset, "reseeded", None)) and isinstance(getattr(dataset, "seed", None), int):
+        dataset = dataset.reseeded(_rank_seed(dataset.seed, rank))
+    base = options["generator"].initial_seed() if options["generator"] is not None else torch.initial_seed()
+    return dataset, {**options, "generator": torch.Generator().manual_seed(_rank_seed(base, rank))}
 
 
 def shard_eval_loader(loader: DataLoader, *, num_replicas: int | None = None, rank: int | None = None) -> DataLoader:

@@ -25,7 +25,7 @@ A record holds:
 - the per-class cosine of batch predictions at ``temperature`` and ``cosine_distance = 1 - mean``;
 - with ``temperatures``: quantiles, mean, min, max and a 12-bin histogram over
   ``[t_low, t_high]`` (:func:`cskd_viz.metrics.temperature_stats`);
-- ``lr`` and ``elapsed_s`` (seconds since the monitor was created).
+- ``lr`` and ``elapsed_s`` (seconds since the monitor was created, plus ``elapsed_offset_s``).
 
 Evaluations (:meth:`Monitor.log_eval`) take whole-split logits, or batches fed through
 :meth:`Monitor.eval_update`, and record epoch-level accuracy, CE loss, agreement, teacher
@@ -151,6 +151,9 @@ class Monitor:
         flush_interval_s: write the log at most this often while training (0: at every record).
         overwrite: replace a run already at ``run_dir``.
         group: a ``torch.distributed`` process group whose ranks all call this monitor.
+        elapsed_offset_s: seconds of training done before this monitor was created, added to every
+            ``elapsed_s`` (a resumed run passes its earlier segments' time, so ``elapsed_s`` is the
+            total training time).
 
     Example:
         >>> monitor = Monitor(None, num_classes=3, log_every=2)
@@ -178,7 +181,11 @@ class Monitor:
         flush_interval_s: float = 1.0,
         overwrite: bool = False,
         group: Any = None,
+        elapsed_offset_s: float = 0.0,
     ) -> None:
+        offset = check_scalar(elapsed_offset_s, "elapsed_offset_s", positive=False)
+        if offset < 0:
+            raise ValueError(f"elapsed_offset_s must be >= 0, got {elapsed_offset_s!r}")
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.log_every = check_positive_int(log_every, "log_every")
         self.total_steps = check_positive_int(total_steps, "total_steps", allow_none=True)
@@ -214,6 +221,12 @@ class Monitor:
         self._pending_bytes = 0
         self._latest: StepRecord | None = None
         self._start = self._last_flush = time.perf_counter()
+        self._offset = offset
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since this monitor was created, plus ``elapsed_offset_s`` (what a step recorded now gets)."""
+        return self._offset + time.perf_counter() - self._start
 
     @staticmethod
     def _group_size_and_rank(group: Any) -> tuple[int, int]:
@@ -332,7 +345,7 @@ class Monitor:
             )
         temps = host_temperatures(temperatures, student.shape[0]) if temperatures is not None else None
         lr = _NAN if lr is None else float(lr)
-        elapsed = time.perf_counter() - self._start
+        elapsed = self.elapsed_s
         return RawStep(step, self._epoch, names, loss_values, student, teacher, labels, temps, lr, elapsed)
 
     def _summarise(self) -> None:

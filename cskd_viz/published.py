@@ -18,7 +18,8 @@ per-sample temperatures (row ``i`` uses ``T[i]``).
   ``(t_low + t_high) / 2``, as :func:`cskd_viz.losses.cswt_temperatures` does.
 - :func:`cc_loss`: ``1 - mean_rows cos(P_t^T P_t, P_s^T P_s)`` on the ``(C, C)`` class-correlation
   matrices; :func:`bc_loss`: ``1 - mean_rows cos(P_t P_t^T, P_s P_s^T)`` on the ``(B, B)``
-  batch-correlation matrices. No ``T^2``, no ``alpha``.
+  batch-correlation matrices. No ``T^2``, no ``alpha``. The method computes each at a fixed
+  ``T = 4`` (``corr_temperature``; the published code fixes it, whatever the KD temperature) and at ``T_i``.
 - :func:`confidence_masks`: ``sample_mask = max_j P_t[i, j] <= median_i`` (``(B,)``) and
   ``class_mask = sum_i P_t[i, j] <= median_j`` (``(C,)``), teacher softmax at ``T = 1``; the median is
   ``numpy.percentile(x, 50)`` (linear interpolation between the two middle values), as published.
@@ -43,6 +44,7 @@ from cskd_viz._validation import (
     check_pair,
     check_temperature,
     check_temperature_range,
+    check_temperature_value,
     compute_dtype,
 )
 from cskd_viz.methods import METHODS, _check_weight, _cross_entropy, _Distiller, _weighted
@@ -301,7 +303,9 @@ class CSKDPublished(_Distiller):
 
     - ``loss_ce = w_ce (CE(z_s_weak, y) + CE(z_s_strong, y))``;
     - ``loss_kd = w_kd [mask(cs(T) + cs_mat(T_i))_weak + (cs(T) + cs_mat(T_i))_strong]``;
-    - ``loss_cc = w_kd mask_c(cc(T) + cc(T_i))_weak``; ``loss_bc = w_kd mask(bc(T) + bc(T_i))_weak``.
+    - ``loss_cc = w_kd mask_c(cc(T_c) + cc(T_i))_weak``; ``loss_bc = w_kd mask(bc(T_c) + bc(T_i))_weak``,
+      ``T_c = corr_temperature`` (4: the published code computes these two terms at ``T = 4`` whatever
+      the method's ``temperature``, which only ``cs`` uses).
 
     ``masks`` decides what ``mask(.)`` does to a weak-view term:
 
@@ -314,6 +318,7 @@ class CSKDPublished(_Distiller):
     - ``"none"``: no masking.
 
     Switches: ``strong_view`` (the strong-view CE and KD terms), ``cc``, ``bc`` (their terms),
+    ``corr_temperature`` (the fixed temperature of ``cc``/``bc``, in ``[1e-3, 1e3]``; 4 published),
     ``alpha`` (the factor of ``cs``/``cs_mat``, 2 published), ``abs_eps_cosine`` (the published cosine;
     ``False``: the exact one). A disabled term's key is *omitted* from the result. With
     ``strong_view=False, cc=False, bc=False, masks="none", alpha=1, abs_eps_cosine=False``,
@@ -340,6 +345,7 @@ class CSKDPublished(_Distiller):
     masks: str = "as_published"
     alpha: float = 2.0
     abs_eps_cosine: bool = True
+    corr_temperature: float = 4.0
 
     term: ClassVar[str] = "loss_kd"
     two_views: ClassVar[bool] = True
@@ -354,6 +360,7 @@ class CSKDPublished(_Distiller):
         if not isinstance(self.masks, str) or self.masks not in MASK_MODES:
             raise ValueError(f"masks must be one of {list(MASK_MODES)}, got {self.masks!r}")
         object.__setattr__(self, "alpha", _check_weight(self.alpha, "alpha"))
+        object.__setattr__(self, "corr_temperature", check_temperature_value(self.corr_temperature, "corr_temperature"))
 
     @property
     def name(self) -> str:
@@ -399,7 +406,7 @@ class CSKDPublished(_Distiller):
     def _weak_terms(self, student: Tensor, teacher: Tensor, temperatures: Tensor) -> dict[str, Tensor]:
         """The weak view's KD, cc and bc terms under the mask mode (unweighted)."""
         eps, mode = self.abs_eps_cosine, self.masks
-        both = (self.temperature, temperatures)
+        both = (self.corr_temperature, temperatures)  # cc and bc: at the fixed T (4) and at T_i
         sample_mask, class_mask = _masks(teacher) if mode != "none" else (None, None)
         rows = sample_mask if mode == "per_sample" else slice(None)
         terms = {"loss_kd": self._pair_kd(student[rows], teacher[rows], temperatures[rows])}

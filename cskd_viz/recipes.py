@@ -82,6 +82,7 @@ _CSKD_OPTIONS = {
     "masks": "as_published",
     "alpha": 2.0,
     "abs_eps_cosine": True,
+    "corr_temperature": 4.0,
 }
 
 

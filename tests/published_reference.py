@@ -79,8 +79,14 @@ def cross_entropy(z, y) -> float:
     return -math.fsum(ls[i, int(y[i])] for i in range(len(y))) / len(y)
 
 
-def objective(weak, strong, y, *, w_ce=1.0, w_kd=1.0, temperature=4.0, t_low=2.0, t_high=6.0, **switches) -> dict:
-    """The weighted terms and the temperatures; ``weak``/``strong``: ``(z_s, z_t)`` pairs (``strong`` may be None)."""
+def objective(
+    weak, strong, y, *, w_ce=1.0, w_kd=1.0, temperature=4.0, t_low=2.0, t_high=6.0, corr_temperature=4.0, **switches
+) -> dict:
+    """The weighted terms and the temperatures; ``weak``/``strong``: ``(z_s, z_t)`` pairs (``strong`` may be None).
+
+    ``cs``/``cs_mat`` at ``temperature`` and ``T_i``; ``cc``/``bc`` at ``corr_temperature`` (fixed at 4 in the
+    published code, whatever ``temperature`` is) and ``T_i``.
+    """
     opts = {"strong_view": True, "cc": True, "bc": True, "masks": "as_published", "alpha": 2.0, "abs_eps": True}
     opts.update(switches)
     alpha, eps, mode = opts["alpha"], opts["abs_eps"], opts["masks"]
@@ -103,7 +109,7 @@ def objective(weak, strong, y, *, w_ce=1.0, w_kd=1.0, temperature=4.0, t_low=2.0
     out = {"loss_ce": w_ce * ce, "loss_kd": w_kd * kd, "temperatures": temps}
     if opts["cc"]:
         classes = class_mask if mode == "per_sample" else None
-        out["loss_cc"] = w_kd * class_frac * sum(cc(zs, zt, t, eps, classes) for t in (temperature, temps))
+        out["loss_cc"] = w_kd * class_frac * sum(cc(zs, zt, t, eps, classes) for t in (corr_temperature, temps))
     if opts["bc"]:
-        out["loss_bc"] = w_kd * frac * sum(bc(zs[rows], zt[rows], t, eps) for t in (temperature, temps[rows]))
+        out["loss_bc"] = w_kd * frac * sum(bc(zs[rows], zt[rows], t, eps) for t in (corr_temperature, temps[rows]))
     return out

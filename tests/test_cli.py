@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -125,6 +126,24 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "report corrupt run": (["report", str(corrupt)], "cannot parse JSON"),
         "zero seeds": (["demo", "--seeds", "0"], "--seeds must be >= 1"),
         "demo out is a file": (["demo", "--out", str(a_file)], "is not a directory"),
+        "unknown recipe": (
+            ["train", "--recipe", "cifar100/res32x4_res9"],
+            "--recipe: unknown recipe 'cifar100/res32x4_res9'; the known recipes are: cifar100/res56_res20, ",
+        ),
+        "method option not key=value": (
+            ["train", "--method-option", "masks"],
+            "argument --method-option: expected KEY",
+        ),
+        "method option unknown key": (
+            ["train", "--recipe", "cifar100/res32x4_res8x4", "--method-option", "maks=none"],
+            "--method-option: method_options of method 'cskd_published': method 'cskd_published' got unknown "
+            "parameter(s) ['maks']",
+        ),
+        "method option bad value": (
+            ["train", "--method", "cskd_published", "--method-option", "masks=sideways"],
+            "--method-option: method_options of method 'cskd_published': masks must be one of",
+        ),
+        "method option a field": (["train", "--method-option", "temperature=3"], "--method-option: method_options"),
     }
 
 
@@ -132,6 +151,8 @@ BAD_CASES = [
     "no command", "unknown command", "unknown method", "negative temperature", "zero epochs", "not a number",
     "unknown dataset", "unknown model", "missing checkpoint", "bad device", "bad name", "runs dir is a file",
     "report missing dir", "report foreign dir", "report corrupt run", "zero seeds", "demo out is a file",
+    "unknown recipe", "method option not key=value", "method option unknown key", "method option bad value",
+    "method option a field",
 ]  # fmt: skip
 
 
@@ -154,3 +175,67 @@ def test_cuda_unavailable_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--device", "cuda"])
     assert exit_info.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- recipes and --method-option
+
+
+def _run_config(argv: list[str]):
+    import argparse
+
+    from cskd_viz._cli_run_flags import add_run_flags, run_config_from_args
+
+    parser = argparse.ArgumentParser(prog="cskd-viz train")
+    add_run_flags(parser)
+    return run_config_from_args(parser.parse_args(argv), parser)
+
+
+def test_method_options_go_over_the_recipes():
+    from cskd_viz.recipes import get_recipe
+
+    recipe = get_recipe("cifar100/res32x4_res8x4")
+    options = ["masks=none", "strong_view=false", "corr_temperature=3.5"]
+    config = _run_config(["--recipe", "cifar100/res32x4_res8x4", *(f for o in options for f in ("--method-option", o))])
+    assert config.method_options == {
+        **recipe["method_options"], "masks": "none", "strong_view": False, "corr_temperature": 3.5
+    }  # fmt: skip
+    method = config.make_method()
+    assert (method.masks, method.strong_view, method.corr_temperature, method.cc) == ("none", False, 3.5, True)
+    assert (config.lr, config.epochs, config.student) == (recipe["lr"], 480, "resnet8x4")  # the rest: the recipe's
+    again = _run_config(["--recipe", "cifar100/res32x4_res8x4", "--method-option", "masks=per_sample",
+                         "--method-option", "masks=none"])  # fmt: skip
+    assert again.method_options["masks"] == "none"  # the last one wins
+    other = _run_config(["--recipe", "cifar100/res32x4_res8x4", "--method", "kd"])  # another method: not its options
+    assert other.method == "kd" and other.method_options == {} and other.lr == recipe["lr"]
+    assert _run_config(["--method", "dist", "--method-option", "beta=2"]).make_method().beta == 2.0
+
+
+def test_method_option_values():
+    from cskd_viz._cli_run_flags import _method_option
+
+    parsed = [_method_option(text) for text in ("a=True", "a=FALSE", "a=none", "a=null", "a=3", "a=1e-3", "a=x y")]
+    assert parsed == [("a", True), ("a", False), ("a", "none"), ("a", None), ("a", 3), ("a", 1e-3), ("a", "x y")]
+    assert isinstance(parsed[4][1], int) and _method_option(" b = 2.5 ") == ("b", 2.5)
+    for bad in ("a", "=1", "1a=2", "a=nan", "a=inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _method_option(bad)
+
+
+def test_recipe_list_prints_every_recipe_and_exits_0(capsys):
+    from cskd_viz.recipes import recipe_names
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--recipe", "list"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in recipe_names()) and "--teacher-checkpoint" in printed
+
+
+def test_train_with_a_method_option(tmp_path, capsys):
+    args = ["train", "--student", "mlp_small", "--teacher", "mlp_large", "--teacher-epochs", "1", "--method", "dist",
+            "--method-option", "beta=2", "--max-steps", "2", "--runs-dir", str(tmp_path), "--name", "opt",
+            "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "training time:" in capsys.readouterr().out
+    log = load_run(tmp_path / "opt")
+    assert log.status == "finished" and log.config["method_options"] == {"beta": 2} and log.config["beta"] == 2.0

@@ -258,3 +258,23 @@ def test_run_config_global_batch():
     assert RunConfig(global_batch=True).teacher_config().global_batch is False  # a CE teacher: no batch loss
     with pytest.raises(TypeError, match="global_batch"):
         RunConfig(global_batch="yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_shard_loader_gives_each_rank_its_own_augmentation_stream(workers):
+    """Same seeds on every rank must not mean the same crops and flips at each batch position."""
+    from cskd_viz.data import CifarDataset
+    from cskd_viz.views import two_view_dataset
+
+    pattern = torch.arange(3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8).view(1, 3, 32, 32)
+    images, targets = pattern.repeat(8, 1, 1, 1), torch.zeros(8, dtype=torch.long)  # identical images
+    cifar = CifarDataset(images, targets, (0.5,) * 3, (0.25,) * 3, augment=True, seed=3)
+    for dataset in (cifar, two_view_dataset(cifar, seed=3)):
+        loader = DataLoader(dataset, batch_size=4, shuffle=True, num_workers=workers,
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+        shards = [shard_loader(loader, num_replicas=WORLD, rank=r) for r in range(WORLD)]
+        assert shards[0].dataset is dataset and shards[1].dataset is not dataset  # rank 0 keeps its stream
+        first = [next(iter(shard))[0] for shard in shards]
+        assert not torch.equal(first[0], first[1])  # the images are equal: only the augmentation differs
+        again = next(iter(shard_loader(loader, num_replicas=WORLD, rank=1)))[0]
+        assert torch.equal(again, first[1])  # and rank 1's stream is seeded: the same every time

@@ -107,6 +107,22 @@ def test_objective_matches_the_reference(views, masks, switches):
         _close(out[key], value)
 
 
+def test_cc_and_bc_are_at_t4_whatever_the_kd_temperature(views):
+    weak, strong, y = views
+    at3, at4 = (CSKDPublished(temperature=t, masks="none")(*weak, y, strong=strong) for t in (3.0, 4.0))
+    temps = at3["temperatures"]
+    for key, term in (("loss_cc", published.cc_loss), ("loss_bc", published.bc_loss)):
+        torch.testing.assert_close(at3[key], term(*weak, 4.0) + term(*weak, temps), rtol=1e-13, atol=0)
+        assert torch.equal(at3[key], at4[key])  # only cs and cs_mat follow the method's T ...
+        assert abs(float(at3[key] - term(*weak, 3.0) - term(*weak, temps))) > 1e-6  # ... (T = 3 would differ)
+    assert not torch.equal(at3["loss_kd"], at4["loss_kd"])
+    params = {"temperature": 3.0, "corr_temperature": 2.5, "masks": "as_published"}
+    out = CSKDPublished(**params)(*weak, y, strong=strong)
+    expected = pref.objective(weak, strong, y, **params)
+    for key, value in expected.items():
+        _close(out[key], value)
+
+
 def test_reduces_to_cskd_cswt_in_float64(views):
     weak, _, y = views
     reduced = CSKDPublished(
@@ -208,6 +224,7 @@ def test_registry_and_interface():
             "masks",
             "alpha",
             "abs_eps_cosine",
+            "corr_temperature",
         ]
     )
     method = get_method("cskd_published", masks="per_sample", alpha=1.0)
@@ -217,6 +234,7 @@ def test_registry_and_interface():
     defaults = CSKDPublished()
     assert (defaults.w_ce, defaults.w_kd, defaults.temperature, defaults.t_low, defaults.t_high) == (1, 1, 4, 2, 6)
     assert (defaults.masks, defaults.alpha, defaults.abs_eps_cosine) == ("as_published", 2.0, True)
+    assert defaults.corr_temperature == 4.0
 
 
 def test_extras_false_leaves_out_the_temperatures(views):
@@ -234,6 +252,8 @@ def test_extras_false_leaves_out_the_temperatures(views):
         ({"strong_view": "yes"}, TypeError, "strong_view must be a bool"),
         ({"t_low": 7.0}, ValueError, "t_low must be <= t_high"),
         ({"w_kd": float("nan")}, ValueError, "w_kd must be finite"),
+        ({"corr_temperature": 0.0}, ValueError, "corr_temperature must be > 0"),
+        ({"corr_temperature": "4"}, TypeError, "corr_temperature must be a real number"),
     ],
 )
 def test_bad_parameters(kwargs, error, match):

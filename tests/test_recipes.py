@@ -1,20 +1,19 @@
-"""Every recipe builds a valid RunConfig on stand-in CIFAR-100 files and trains 2 steps of its objective."""
+"""Every recipe builds a valid RunConfig and runs 2 steps through the real trainer on stand-in CIFAR-100 files."""
 
 from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 import torch
-from standin_data import write_cifar
-from torch.utils.data import DataLoader
+from standin_data import patch_torchvision_md5, write_cifar
 
 from cskd_viz import recipes
-from cskd_viz.data import cifar100
-from cskd_viz.methods import total_loss
 from cskd_viz.models import MODELS, get_model
-from cskd_viz.training import RunConfig
-from cskd_viz.views import two_view_dataset
+from cskd_viz.runs import load_run
+from cskd_viz.training import RunConfig, run_experiment, save_checkpoint
+from cskd_viz.training.resume import checkpoint_files
 
 PAPER_PAIRS = {
     "res56_res20": 0.025,
@@ -29,14 +28,6 @@ PAPER_PAIRS = {
     "vgg13_MobileNetV2": 0.01,
     "wrn40_2_ShuffleV1": 0.01,
 }
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    write_cifar(root, "cifar100", n_train=8, n_test=4)
-    train, _, info = cifar100(seed=0, root=root, verify=False)
-    return root, train, info
 
 
 def test_names_settings_and_listing():
@@ -86,43 +77,49 @@ def test_module_imports_no_torch():
     assert out.stdout.strip() == "False"
 
 
-def _step(config: RunConfig, student, teacher, batch, optimizer) -> float:
-    method = config.make_method()
-    if method.two_views:
-        x_weak, x_strong, y = batch
-        student_weak, student_strong = student(x_weak), student(x_strong)
-        with torch.no_grad():
-            teacher_weak, teacher_strong = teacher(x_weak), teacher(x_strong)
-        terms = method(student_weak, teacher_weak, y, strong=(student_strong, teacher_strong))
-    else:
-        x, y = batch
-        with torch.no_grad():
-            teacher_logits = teacher(x)
-        terms = method(student(x), teacher_logits, y)
-    loss = total_loss(terms)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    """Stand-in CIFAR-100 files as ``$CSKD_DATA`` (their md5 sums patched in): 8 training images, 2 test images.
+
+    With batch 4 that is one epoch of 2 steps, so a run of 2 steps ends an epoch: it evaluates (2 images)
+    and writes its checkpoint, like a real run at its end.
+    """
+    root = tmp_path_factory.mktemp("cifar")
+    written = write_cifar(root, "cifar100", n_train=8, n_test=2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CSKD_DATA", str(root))
+        patch_torchvision_md5(patch, "cifar100", written["md5"])
+        yield root
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """``arch -> {"model": state_dict}`` file of a randomly initialised teacher, written once per architecture."""
+    folder, files = tmp_path_factory.mktemp("teachers"), {}
+
+    def checkpoint(arch: str) -> str:
+        if arch not in files:
+            torch.manual_seed(0)
+            files[arch] = folder / f"{arch}.pth"
+            save_checkpoint(get_model(arch, 100), files[arch])
+        return str(files[arch])
+
+    return checkpoint
 
 
 @pytest.mark.parametrize("name", recipes.recipe_names())
-def test_recipe_builds_a_run_config_and_trains_two_steps(name, standin, tmp_path):
-    root, train, info = standin
+def test_recipe_runs_two_steps_through_the_trainer(name, cifar_root, teachers, tmp_path):
     recipe = recipes.get_recipe(name)
-    torch.manual_seed(0)
-    teacher = get_model(recipe["teacher"], info.num_classes).eval()
-    checkpoint = tmp_path / "teacher.pth"
-    torch.save({"model": teacher.state_dict()}, checkpoint)
-    config = RunConfig(**{**recipe, "teacher_checkpoint": str(checkpoint), "batch_size": 4})
-    assert config.make_method().name == recipe["method"]
-    student = get_model(config.student, info.num_classes)
-    before = [p.detach().clone() for p in student.parameters()]
-    optimizer = torch.optim.SGD(
-        student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    data = two_view_dataset(train, seed=0) if config.make_method().two_views else train
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
-    losses = [_step(config, student, teacher, batch, optimizer) for batch in loader]
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
-    assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
+    overrides = {"teacher_checkpoint": teachers(recipe["teacher"]), "batch_size": 4, "max_steps": 2, "name": "r"}
+    config = RunConfig(**{**recipe, **overrides})
+    assert config.make_method().name == recipe["method"] and config.epochs == recipe["epochs"]
+    log = run_experiment(config, tmp_path, progress=False)
+    assert log.status == "finished"
+    loaded = load_run(tmp_path / "r")
+    steps = loaded.steps
+    assert loaded.status == "finished" and steps["step"].tolist() == [1, 2] and loaded.config["dataset"] == "cifar100"
+    terms = ["loss", "loss_ce", "loss_kd"] + (["loss_cc", "loss_bc"] if recipe["method"] == "cskd_published" else [])
+    assert np.isfinite(steps[terms].to_numpy()).all() and len(loaded.evals) == 1
+    assert loaded.config["teacher_cache"] is False  # augmented data (and two views for cskd_published)
+    assert [p.name for p in checkpoint_files(tmp_path / "r" / "checkpoints")] == ["epoch-0001.pt"]
+    assert (tmp_path / "r" / "model.pt").is_file()

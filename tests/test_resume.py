@@ -88,6 +88,8 @@ def _assert_same_run(resumed, reference):
     b = torch.load(reference.path / "model.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert load_run(resumed.path).summary()["best_accuracy"] == reference.summary()["best_accuracy"]
+    # elapsed_s is the total training time: it goes on from the checkpoint's across the resume
+    assert load_run(resumed.path).steps["elapsed_s"].is_monotonic_increasing
 
 
 def test_resume_at_an_epoch_end_is_exact(runs):
@@ -102,10 +104,16 @@ def test_resume_after_a_crash_mid_epoch_drops_the_steps_after_the_checkpoint(run
     root, full = runs
     config, cut = _stopped(root, "crash", at_step=2 * STEPS_PER_EPOCH + 5, fail=True)
     assert cut.status == "failed" and cut.steps["step"].max() > 2 * STEPS_PER_EPOCH  # logged past the checkpoint
+    state, _ = read_checkpoint(cut.path / "checkpoints")
+    before = cut.steps.set_index("step")["elapsed_s"]
+    assert state["step"] == 2 * STEPS_PER_EPOCH and state["elapsed_s"] >= before[state["step"]] > 0
     # a worker process now: num_workers may differ on resume, and the batches stay the same
     resumed = run_experiment(dataclasses.replace(config, num_workers=1), root, progress=False, resume=True)
     _assert_same_run(resumed, full)
     assert [p.name for p in checkpoint_files(resumed.path / "checkpoints")] == ["epoch-0004.pt", "epoch-0003.pt"]
+    after = load_run(resumed.path).steps.set_index("step")["elapsed_s"]
+    assert after[state["step"]] == before[state["step"]]  # the kept rows are the crashed run's own
+    assert after[state["step"] + 3] >= state["elapsed_s"]  # the first step logged after resuming
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_older_one(runs):
@@ -143,6 +151,12 @@ def test_resume_errors(runs):
     with pytest.raises(ValueError, match="pass one of them"):
         run_experiment(config, root, progress=False, resume=True, overwrite=True)
     assert load_run(cut.path).status == "interrupted"  # a refused resume changes nothing
+    from cskd_viz.runs import RunBusyError, RunLog
+
+    holder = RunLog.reopen(cut.path, load_run(cut.path).config, step=cut.progress["step"], epoch=0)  # a live writer
+    with pytest.raises(RunBusyError, match=r"other is being written by another"):
+        run_experiment(config, root, progress=False, resume=True)
+    holder.finish("interrupted")
 
 
 def test_cli_resume(runs, capsys):
@@ -155,11 +169,50 @@ def test_cli_resume(runs, capsys):
     assert "lr: 0.05 in the checkpoint, 0.2 now" in capsys.readouterr().err
     assert main([*flags, "--name", "cli", "--resume", "--num-workers", "0"]) == 0
     printed = capsys.readouterr().out
-    assert "best accuracy" in printed and "status: finished" in printed
+    assert "best accuracy" in printed and "status: finished" in printed and "training time:" in printed
     _assert_same_run(load_run(root / "cli"), full)
     with pytest.raises(SystemExit, match="2"):
         main([*flags, "--name", "none-such", "--resume"])
     assert "no run 'none-such'" in capsys.readouterr().err
+
+
+def test_run_log_reopen_keeps_the_steps_up_to_the_checkpoint(tmp_path):
+    from cskd_viz.runs import RunBusyError, RunLog, RunLogError, StepRecord
+
+    log = RunLog({"name": "r", "method": "ce"}, path=tmp_path / "r")
+    for step in range(1, 6):
+        log.log_step(StepRecord(step, 0, {"loss": float(step)}))
+        log.flush()
+    log.finish("failed", reason="simulated crash")
+    old_id = load_run(tmp_path / "r").run_id
+    again = RunLog.reopen(tmp_path / "r", {"name": "r", "method": "ce", "more": 1}, step=3, epoch=0)
+    loaded = load_run(tmp_path / "r")
+    assert loaded.status == "running" and loaded.progress == {"step": 3, "epoch": 0} and loaded.run_id != old_id
+    assert loaded.steps["step"].tolist() == [1, 2, 3] and loaded.config["more"] == 1
+    with pytest.raises(RunBusyError, match="is being written by another"):
+        RunLog.reopen(tmp_path / "r", {"name": "r"}, step=3, epoch=0)
+    again.log_step(StepRecord(4, 0, {"loss": 40.0}))
+    again.finish()
+    loaded = load_run(tmp_path / "r")
+    assert loaded.status == "finished" and loaded.steps["loss"].tolist() == [1.0, 2.0, 3.0, 40.0]
+    assert len(list((tmp_path / "r" / "steps").iterdir())) == 1  # finished: one file per frame
+    with pytest.raises(RunLogError, match="no run at"):
+        RunLog.reopen(tmp_path / "nothing", {"name": "x"}, step=0, epoch=0)
+    with pytest.raises(ValueError, match="step"):
+        RunLog.reopen(tmp_path / "r", {"name": "r"}, step=-1, epoch=0)
+
+
+def test_monitor_elapsed_offset():
+    from cskd_viz import Monitor
+
+    monitor = Monitor(None, num_classes=3, log_every=1, elapsed_offset_s=100.0)
+    monitor.log_step(1, torch.zeros(2, 3), losses=0.5)
+    monitor.close()
+    assert monitor.run_log.steps["elapsed_s"].iloc[0] >= 100.0 and monitor.elapsed_s >= 100.0
+    with pytest.raises(ValueError, match="elapsed_offset_s must be >= 0"):
+        Monitor(None, num_classes=3, elapsed_offset_s=-1.0)
+    with pytest.raises(TypeError, match="elapsed_offset_s must be a real number"):
+        Monitor(None, num_classes=3, elapsed_offset_s="1")
 
 
 def test_amp_on_cpu_runs_finite_and_logs_its_losses(tmp_path):

@@ -127,6 +127,65 @@ class RunLog:
                 raise
             self._start_heartbeat()
 
+    @classmethod
+    def reopen(cls, path: str | os.PathLike, config: Mapping[str, Any], *, step: int, epoch: int) -> RunLog:
+        """Write the run at ``path`` again, from step ``step`` on: its log keeps only the rows of steps ``<= step``.
+
+        What a resumed run does (``run_experiment(..., resume=True)``, ``step`` its checkpoint's). With the run's
+        lock taken, the kept rows of each frame are written as ``compacted-<N>.parquet`` (``N`` past every flush
+        number there), then ``config.json`` (``flushed = N``, status ``running``, progress ``step``/``epoch``, a
+        new ``run_id``), then the files these replace are deleted: a crash at any moment leaves a run that
+        loads. The log then writes like a new one (parts ``N + 1, ...``, then :meth:`finish`).
+
+        Args:
+            path: a run directory (schema 2). config: the run's config, written to ``config.json``.
+            step, epoch: the last step kept and the run's (0-based) epoch: its progress from now on.
+
+        Raises:
+            RunBusyError: another live process writes the run.
+            RunLogError: no run at ``path``, a malformed one, or one of another schema.
+        """
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+        path, step, epoch = Path(path), _index(step, "step"), _index(epoch, "epoch")
+        if not (path / CONFIG_FILE).is_file():
+            raise RunLogError(f"no run at {path} (no {CONFIG_FILE})")
+        claim = ownership.acquire(path)
+        try:
+            log = cls(config)  # in memory until it takes the run over
+            with log._writing():
+                log._continue(path, claim, step, epoch)
+            return log
+        except BaseException:
+            claim.release()
+            raise
+
+    def _continue(self, path: Path, claim: ownership.RunClaim, step: int, epoch: int) -> None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        meta = read_meta(path)
+        if meta["schema_version"] != SCHEMA_VERSION:
+            raise RunLogError(f"{path} is a schema-{meta['schema_version']} run: it cannot be written again")
+        upto, kept = meta.get("flushed"), {}
+        for frame in FRAMES:
+            table, _ = store.read_table(path, frame, upto=upto)
+            if table is not None:
+                kept[frame] = table.filter(pc.less_equal(table.column("step"), step))
+        files = [f for frame in FRAMES for f in (*store.part_files(path, frame), *store._compacted_files(path, frame))]
+        seq = max([upto or 0, *(n for n, _ in files)]) + 1
+        self.path, self._claim, self.created = path, claim, meta.get("created") or self.created
+        for frame, table in kept.items():
+            target = path / frame / f"compacted-{seq:06d}.parquet"
+            self.bytes_written += store.atomic_write(target, lambda tmp, t=table: pq.write_table(t, tmp))
+            if frame == "class_cosine" and table.num_rows:
+                self._widths["class_cosine"] = table.schema.field("cosine").type.list_size
+        self._seq = self._committed = seq
+        self.progress = {"step": step, "epoch": epoch}
+        self._write_meta()
+        store.remove([file for _, file in files])
+        self._start_heartbeat()
+
     def _take(self, claim: ownership.RunClaim | None, overwrite: bool) -> ownership.RunClaim:
         if claim is None:
             return ownership.claim(self.path, overwrite)

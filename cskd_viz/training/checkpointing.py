@@ -6,8 +6,9 @@ state out of a running :class:`~cskd_viz.training.loop._Trainer` and puts it bac
 **Consistency with the run log.** Before a checkpoint is written, the monitor's pending steps are
 summarised and the run log is flushed synchronously, so every step up to the checkpoint's is on
 disk before the checkpoint exists. A resumed run drops the logged rows after the checkpoint's step
-(:func:`~cskd_viz.training.resume_log.reopen_run_log`) and continues with the next step: no step
-is missing or logged twice.
+(:meth:`cskd_viz.runs.RunLog.reopen`, via :func:`~cskd_viz.training.resume_log.reopen_run_log`) and
+continues with the next step: no step is missing or logged twice. The checkpoint also holds the
+monitor's ``elapsed_s``, from which the resumed run's ``elapsed_s`` goes on (the total training time).
 
 **Under DDP** every rank takes part (its RNG states are gathered, one set per rank); rank 0 writes
 the file. On resuming, rank 0 reads it and broadcasts it; each rank restores its own RNG states.
@@ -109,6 +110,7 @@ def save(trainer: Any, optimizer: torch.optim.Optimizer, loader: Any) -> Path | 
         "epoch": trainer.epoch,
         "step": trainer.step,
         "num_classes": trainer.monitor.num_classes,
+        "elapsed_s": trainer.monitor.elapsed_s,  # training time so far: a resumed run's elapsed_s goes on from it
         "model": trainer.model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scaler": trainer.precision.state_dict(),

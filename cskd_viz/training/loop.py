@@ -56,7 +56,7 @@ from cskd_viz.training.checkpointing import Checkpointing, as_checkpointing
 from cskd_viz.training.checkpoints import save_checkpoint
 from cskd_viz.training.faults import FiniteWatch, TrainingDiverged, add_note, nonfinite_parameters
 from cskd_viz.training.precision import Precision
-from cskd_viz.training.settings import TrainSettings, check_train_loader, lr_factor
+from cskd_viz.training.settings import TrainSettings, check_train_loader, check_trainer_inputs, lr_factor
 from cskd_viz.training.teacher_cache import TeacherLogitCache, data_augmented, with_indices
 from cskd_viz.training.two_views import TwoViewModel, check_cache, two_view_loader
 
@@ -82,7 +82,7 @@ class _Trainer:
         checkpoints: Checkpointing | None = None,
     ) -> None:
         train_loader, test_loader = loaders
-        _check_types(model, teacher, method, train_loader, test_loader, stop_event)
+        check_trainer_inputs(model, teacher, method, train_loader, test_loader, stop_event)
         self.settings, self.method, self.stop_event = settings, method, stop_event
         self.model_path = Path(model_path) if model_path is not None else None
         self.device = process_device(resolve_device(settings.device))
@@ -181,7 +181,8 @@ class _Trainer:
         run_log.config.update(facts)
         return run_log
 
-    def _open_monitor(self, num_classes: int) -> Monitor:
+    def _open_monitor(self, num_classes: int, elapsed_s: float = 0.0) -> Monitor:
+        """The run's monitor; ``elapsed_s``: the training time of a resumed run's earlier segments."""
         t_low, t_high = self.method.temperature_range or (2.0, 6.0)
         return Monitor(
             self.run_log,
@@ -193,6 +194,7 @@ class _Trainer:
             total_steps=self.total_steps,
             flush_interval_s=self.settings.flush_interval_s,
             group=default_group() if self.world > 1 else None,
+            elapsed_offset_s=elapsed_s,
         )
 
     # -------------------------------------------------------------- the loop
@@ -308,7 +310,8 @@ class _Trainer:
         state, _ = self.resume_from
         self.resume_from = None  # the weights are large: keep no second copy
         start = checkpointing.restore(self, state, optimizer, loader)
-        self.monitor = self._open_monitor(int(state["num_classes"]))  # the next step logs only when it is due
+        # the next step logs only when it is due; elapsed_s goes on from the checkpoint's (total training time)
+        self.monitor = self._open_monitor(int(state["num_classes"]), float(state.get("elapsed_s", 0.0)))
         if self.main:
             self.run_log.set_progress(self.step, self.epoch)
         bar.update(self.step - bar.n)
@@ -513,21 +516,6 @@ class _Trainer:
         return None
 
 
-def _check_types(model, teacher, method, train_loader, test_loader, stop_event) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if teacher is not None and not isinstance(teacher, nn.Module):
-        raise TypeError(f"teacher must be an nn.Module or None, got {type(teacher).__name__}")
-    if not isinstance(train_loader, DataLoader):
-        raise TypeError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
-    if test_loader is not None and not isinstance(test_loader, DataLoader):
-        raise TypeError(f"test_loader must be a torch DataLoader or None, got {type(test_loader).__name__}")
-    if method.needs_teacher and teacher is None:
-        raise ValueError(f"method {method.name!r} needs a teacher, got teacher=None")
-    if stop_event is not None and not hasattr(stop_event, "is_set"):
-        raise TypeError("stop_event must be a threading.Event (or have is_set())")
-
-
 def _postfix(metrics: dict) -> dict:
     out = {"loss": f"{metrics['loss']:.3f}", "acc": f"{metrics['train_accuracy']:.2f}"}
     for key, label in (("agreement", "agree"), ("mean_temperature", "T")):
@@ -572,7 +560,8 @@ def train_teacher(
         resume: continue from the newest readable checkpoint in ``checkpoint_dir`` (same settings,
             else a ``ResumeError`` naming the fields that differ). The steps after it are logged into
             ``run_log``; to continue a run directory's log, pass
-            :func:`~cskd_viz.training.resume_log.reopen_run_log`'s (``run_experiment`` does).
+            :meth:`RunLog.reopen(path, config, step=..., epoch=...) <cskd_viz.runs.RunLog.reopen>`'s at the
+            checkpoint's step (``run_experiment`` does).
         **settings: the fields of :class:`~cskd_viz.training.TrainSettings` (``epochs``,
             ``max_steps``, ``lr``, ``schedule``, ``device``, ``seed``, ``log_every``, ``progress``, ...).
 

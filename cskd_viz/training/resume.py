@@ -10,7 +10,8 @@ the number of epochs done. It holds:
   of the training data (the loader's and its sampler's, and those a dataset holds, e.g.
   :class:`~cskd_viz.data.CifarDataset`'s augmentation); under DDP one set per rank;
 - ``fingerprint``: the settings that decide what the run computes, to refuse resuming with others
-  (:func:`check_fingerprint`); ``num_classes``.
+  (:func:`check_fingerprint`); ``num_classes``; ``elapsed_s``, the training time so far (a resumed
+  run's ``elapsed_s`` goes on from it, so the run log's last ``elapsed_s`` is the total training time).
 
 Only tensors and plain containers are stored (NumPy's RNG key as a tensor), so it is read with
 ``torch.load(weights_only=True)``: a planted file cannot run code. Each is written to a temporary

@@ -19,6 +19,7 @@ __all__ = [
     "check_milestones",
     "check_batch_size",
     "check_train_loader",
+    "check_trainer_inputs",
 ]
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -82,6 +83,27 @@ def check_train_loader(method: Any, loader: Any, *, global_batch: bool = False, 
             f"train_loader ends every epoch with a batch of one sample ({size} samples, batch_size={batch_size}), "
             "which CSKD cannot use (every per-class cosine of one sample is 1): pass drop_last=True to the DataLoader"
         )
+
+
+def check_trainer_inputs(
+    model: Any, teacher: Any, method: Any, train_loader: Any, test_loader: Any, stop_event: Any
+) -> None:
+    """The types ``train_teacher`` / ``distill`` take (``TypeError``), and a teacher for a method that needs one."""
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if teacher is not None and not isinstance(teacher, nn.Module):
+        raise TypeError(f"teacher must be an nn.Module or None, got {type(teacher).__name__}")
+    if not isinstance(train_loader, DataLoader):
+        raise TypeError(f"train_loader must be a torch DataLoader, got {type(train_loader).__name__}")
+    if test_loader is not None and not isinstance(test_loader, DataLoader):
+        raise TypeError(f"test_loader must be a torch DataLoader or None, got {type(test_loader).__name__}")
+    if method.needs_teacher and teacher is None:
+        raise ValueError(f"method {method.name!r} needs a teacher, got teacher=None")
+    if stop_event is not None and not hasattr(stop_event, "is_set"):
+        raise TypeError("stop_event must be a threading.Event (or have is_set())")
 
 
 def lr_factor(schedule: str, total_steps: int, milestones: Sequence[int] | None = None) -> Callable[[int], float]:
