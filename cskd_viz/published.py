@@ -52,7 +52,6 @@ from cskd_viz.methods import METHODS, _check_weight, _cross_entropy, _Distiller,
 __all__ = [
     "COSINE_EPS",
     "MASK_MODES",
-    "TEACHER_CACHE_REFUSAL",
     "CSKDPublished",
     "published_cosine",
     "cs_loss",
@@ -65,11 +64,6 @@ __all__ = [
 
 COSINE_EPS = 1e-8  # added to the product of norms by the published cosine
 MASK_MODES = ("as_published", "per_sample", "none")
-TEACHER_CACHE_REFUSAL = (
-    "the teacher logit cache cannot be used with method 'cskd_published': the teacher sees two freshly "
-    "augmented views (random crop + flip, then RandAugment + Cutout) of every image at every step, so its "
-    "logits change from step to step and there is nothing fixed to cache"
-)
 
 
 # ----------------------------------------------------------------------------- cores (validated inputs)
@@ -449,13 +443,17 @@ class CSKDPublished(_Distiller):
                 "group= (global-batch CSKD): pass group=None (plain DDP works as is)"
             )
         s_weak, t_weak, s_strong, t_strong = self._check_inputs(student_logits, teacher_logits, targets, strong)
-        temperatures = _cswt(s_weak, t_weak, self.t_low, self.t_high, self.abs_eps_cosine)
         ce = _cross_entropy(student_logits, targets)
-        weak = self._weak_terms(s_weak, t_weak, temperatures)
-        kd = weak.pop("loss_kd")
         if self.strong_view:
             ce = ce + _cross_entropy(strong[0], targets)
-            kd = kd + self._pair_kd(s_strong, t_strong, temperatures)
+        # Under the trainer's --amp, autocast would run the cc/bc matrix products in bf16/fp16, which rounds
+        # their cosines to 1 (the terms to 0): every term below stays in the compute dtype (float32 or more).
+        with torch.autocast(s_weak.device.type, enabled=False):
+            temperatures = _cswt(s_weak, t_weak, self.t_low, self.t_high, self.abs_eps_cosine)
+            weak = self._weak_terms(s_weak, t_weak, temperatures)
+            kd = weak.pop("loss_kd")
+            if self.strong_view:
+                kd = kd + self._pair_kd(s_strong, t_strong, temperatures)
         terms = {"loss_ce": _weighted(self.w_ce, ce), "loss_kd": _weighted(self.w_kd, kd)}
         terms.update({key: _weighted(self.w_kd, value) for key, value in weak.items()})
         if extras:

@@ -206,6 +206,24 @@ def test_half_precision_is_computed_in_float32(views):
         torch.testing.assert_close(out[key], ref32[key])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_leaves_every_term_in_float32(dtype):
+    """The trainer's --amp calls the method inside autocast: cc/bc's matrix products must not drop to 16 bits
+    (in bf16 their cosines round to 1 and the terms to 0 at B=64, C=100)."""
+    gen = torch.Generator().manual_seed(5)
+    weak = [torch.randn(64, 100, generator=gen) * 3 for _ in range(2)]
+    strong = tuple(torch.randn(64, 100, generator=gen) * 3 for _ in range(2))
+    y = torch.randint(0, 100, (64,), generator=gen)
+    method = CSKDPublished()
+    ref = method(*weak, y, strong=strong)
+    with torch.autocast("cpu", dtype=dtype):
+        out = method(*weak, y, strong=strong)
+    assert float(ref["loss_cc"]) > 1e-5 and float(ref["loss_bc"]) > 1e-5
+    for key in ref:
+        assert out[key].dtype == torch.float32, key
+        torch.testing.assert_close(out[key], ref[key], rtol=1e-5, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------- registry, errors, Monitor
 
 

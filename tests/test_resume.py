@@ -123,10 +123,14 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_older_one(runs):
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated
     with pytest.warns(UserWarning, match=rf"{newest.name}.*cannot be read.*resuming from the older {older.name}"):
         state, path = read_checkpoint(cut.path / "checkpoints")
-    assert path == older and state["epoch"] == 1 and newest.is_file()  # kept on disk
-    with pytest.warns(UserWarning, match=newest.name):
+    corrupt = newest.with_name(newest.name + ".corrupt")
+    assert path == older and state["epoch"] == 1 and corrupt.is_file() and not newest.exists()  # set aside, kept
+    assert checkpoint_files(cut.path / "checkpoints") == [older]  # pruning no longer counts it
+    newest.write_bytes(b"corrupt again")
+    with pytest.warns(UserWarning, match=rf"{newest.name}.*resuming from the older {older.name}"):
         resumed = run_experiment(config, root, progress=False, resume=True)
     _assert_same_run(resumed, full)
+    assert corrupt.is_file()  # the resumed run wrote and pruned checkpoints: the set-aside file stays
     newest, older = checkpoint_files(cut.path / "checkpoints")  # epoch-0004.pt, epoch-0003.pt now
     older.write_bytes(b"not a checkpoint")
     newest.write_bytes(b"")
@@ -315,3 +319,15 @@ def test_a_two_view_method_trains_with_both_views_and_resumes_exactly(two_view_d
     )
     with pytest.raises(ValueError, match="cache_teacher=True cannot be used with the two-view method.*afresh"):
         _two_view_run(two_view_data, max_steps=1, cache_teacher=True)
+
+
+def test_a_checkpoint_of_another_model_of_the_same_class_is_a_resume_error(two_view_data, tmp_path):
+    from cskd_viz.train import distill
+
+    _two_view_run(two_view_data, max_steps=2, checkpoint_dir=tmp_path)
+    loaders, teacher, info = two_view_data
+    wider = get_model("mlp_large", info.num_classes, info.input_shape)  # the same class as mlp_small
+    train, test = loaders()
+    with pytest.raises(ResumeError, match=r"checkpoint .*epoch-0001\.pt does not fit this run's model or optimiser"):
+        distill(wider, teacher, train, test, method="cskd_published", info=info, progress=False, max_steps=2,
+                checkpoint_dir=tmp_path, resume=True)  # fmt: skip

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from cskd_viz.training.resume import (
+    ResumeError,
     check_fingerprint,
     data_generators,
     read_checkpoint,
@@ -140,10 +141,20 @@ def load(trainer: Any) -> tuple[dict[str, Any], Path] | None:
     return state, path
 
 
-def restore(trainer: Any, state: Mapping[str, Any], optimizer: torch.optim.Optimizer, loader: Any) -> int:
-    """Put ``state`` back into ``trainer`` (model, optimiser, scaler, step, RNG states); the epoch to start at."""
-    trainer.model.load_state_dict(state["model"], strict=True)
-    optimizer.load_state_dict(state["optimizer"])
+def restore(
+    trainer: Any, state: Mapping[str, Any], optimizer: torch.optim.Optimizer, loader: Any, source: str = "checkpoint"
+) -> int:
+    """Put ``state`` back into ``trainer`` (model, optimiser, scaler, step, RNG states); the epoch to start at.
+
+    Weights or optimiser state that do not fit (another model under the same class name) are a
+    :class:`ResumeError` naming ``source``.
+    """
+    try:
+        trainer.model.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ResumeError(f"{source} does not fit this run's model or optimiser ({first})") from None
     trainer.precision.load_state_dict(state["scaler"])
     trainer.step, trainer.epoch = int(state["step"]), int(state["epoch"])
     rng = state["rng"]

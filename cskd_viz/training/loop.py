@@ -307,9 +307,9 @@ class _Trainer:
         """Continue from the checkpoint (model, optimiser, RNG, step; the monitor opened); the epoch to start at."""
         if self.resume_from is None:
             return 0
-        state, _ = self.resume_from
+        state, path = self.resume_from
         self.resume_from = None  # the weights are large: keep no second copy
-        start = checkpointing.restore(self, state, optimizer, loader)
+        start = checkpointing.restore(self, state, optimizer, loader, source=f"checkpoint {path}")
         # the next step logs only when it is due; elapsed_s goes on from the checkpoint's (total training time)
         self.monitor = self._open_monitor(int(state["num_classes"]), float(state.get("elapsed_s", 0.0)))
         if self.main:

@@ -169,6 +169,8 @@ def write_checkpoint(directory: str | os.PathLike, state: Mapping[str, Any], kee
     _fsync_dir(directory)
     for old in checkpoint_files(directory)[keep:]:
         old.unlink(missing_ok=True)
+    for stale in directory.glob(".epoch-*.tmp"):  # left by a writer killed mid-write (the run has one writer)
+        stale.unlink(missing_ok=True)
     return path
 
 
@@ -207,7 +209,8 @@ def _load(path: Path) -> dict[str, Any]:
 def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]:
     """The newest readable checkpoint in ``directory`` and its path.
 
-    A newer file that cannot be read is skipped with a ``UserWarning`` naming it (and kept on disk).
+    A newer file that cannot be read is skipped with a ``UserWarning`` naming it, and renamed
+    ``<name>.corrupt`` (kept for inspection; no longer one of the last checkpoints that pruning keeps).
 
     Raises:
         ResumeError: there is no checkpoint, or none can be read (each file is named with why).
@@ -224,12 +227,24 @@ def read_checkpoint(directory: str | os.PathLike) -> tuple[dict[str, Any], Path]
         try:
             state = _load(path)
         except ValueError as err:
-            problems.append(f"{path} {err}")
+            problems.append((path, f"{path} {err}"))
             continue
-        for problem in problems:
-            warnings.warn(f"checkpoint {problem}: resuming from the older {path.name}", UserWarning, stacklevel=2)
+        for bad, problem in problems:
+            kept = _set_aside(bad)
+            warnings.warn(f"checkpoint {problem}: resuming from the older {path.name} ({kept})", UserWarning,
+                          stacklevel=2)  # fmt: skip
         return state, path
-    raise ResumeError("no usable checkpoint: " + "; ".join(problems))
+    raise ResumeError("no usable checkpoint: " + "; ".join(problem for _, problem in problems))
+
+
+def _set_aside(path: Path) -> str:
+    """Rename an unreadable checkpoint ``<name>.corrupt``; say where it is now."""
+    target = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, target)
+    except OSError as err:
+        return f"it stays as {path.name}: it could not be renamed ({err.strerror})"
+    return f"kept as {target.name}"
 
 
 def check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], source: str) -> None:
