@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -27,8 +26,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torchrun_launch import torchrun
 
-REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
 STEPS_PER_EPOCH = 4  # 32 training images, 16 per rank, batches of 4
 _DEADLINE_S = 150
@@ -42,22 +41,8 @@ FLAGS = [
 
 def _launch(tmp: Path, mode: str) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=2`` of this file in ``mode``; killed after ``_DEADLINE_S``."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
-    command += [__file__, mode, *FLAGS, "--teacher-checkpoint", str(tmp / "teacher.pt")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CSKD_DATA": str(tmp / "data")}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, whatever the host name resolves to
-    proc = subprocess.Popen(
-        command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=_DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {_DEADLINE_S} s:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(command, proc.returncode, out, None)
+    target = [__file__, mode, *FLAGS, "--teacher-checkpoint", str(tmp / "teacher.pt")]
+    return torchrun(target, cwd=tmp, nproc=WORLD, deadline_s=_DEADLINE_S, env={"CSKD_DATA": str(tmp / "data")})
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,6 @@ in-process.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,11 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
+from torchrun_launch import torchrun
 
 from cskd_viz.runs import is_run_dir, load_run
 from cskd_viz.train import RunConfig, distributed_session, shard_loader
 
-REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
 BATCH = 16  # per process
 STEPS = 4
@@ -43,26 +41,12 @@ COMMON = [
 
 def _launch(tmp: Path, args: list[str], *, script: bool = False) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node=2`` of ``cskd-viz train``, killed after ``_DEADLINE_S``."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}"]
     entry = Path(sys.executable).with_name("cskd-viz")
     if script and entry.is_file():
-        command = [*launcher, "--no-python", str(entry), "train", *args]
+        target = ["--no-python", str(entry), "train", *args]
     else:
-        command = [*launcher, "-m", "cskd_viz.cli", "train", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback, whatever the host name resolves to
-    proc = subprocess.Popen(
-        command, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
-    try:
-        out, _ = proc.communicate(timeout=_DEADLINE_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both workers
-        out, _ = proc.communicate()
-        pytest.fail(f"torchrun did not finish within {_DEADLINE_S} s:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(command, proc.returncode, out, None)
+        target = ["-m", "cskd_viz.cli", "train", *args]
+    return torchrun(target, cwd=tmp, nproc=WORLD, deadline_s=_DEADLINE_S)
 
 
 def _run_dirs(root: Path) -> list[Path]:
