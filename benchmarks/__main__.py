@@ -134,7 +134,7 @@ def _analysis(quick: bool) -> list[dict]:
 def _sweep_overhead(quick: bool) -> list[dict]:
     from benchmarks import sweep_overhead
 
-    return [r.row() for r in sweep_overhead.run(epochs=1 if quick else 5, repeats=1 if quick else 5)]
+    return [r.row() for r in sweep_overhead.section(quick)]
 
 
 SECTIONS = {

@@ -101,10 +101,19 @@ def _report(result, args) -> int:
     return 0
 
 
+def _start_workers_early(args) -> None:
+    """With ``--n-jobs > 1``, start the workers' server now: its imports (torch, ...) run beside this process's."""
+    if isinstance(args.n_jobs, int) and args.n_jobs > 1:
+        from cskd_viz.experiments._runner import worker_context
+
+        worker_context()
+
+
 def _run_sweep(args, parser) -> int:
     from cskd_viz.experiments import parse_grid_item, sweep
 
     grid = _items(args.grid, parse_grid_item, "--grid")
+    _start_workers_early(args)
     base = _prepare(args, parser)
     try:
         result = sweep(
@@ -121,6 +130,7 @@ def _run_search(args, parser) -> int:
     from cskd_viz.experiments import parse_space_item, search
 
     space = _items(args.space, parse_space_item, "--space")
+    _start_workers_early(args)
     base = _prepare(args, parser)
     try:
         result = search(

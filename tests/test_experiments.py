@@ -79,11 +79,11 @@ def test_interrupt_inside_a_trial_then_resume_runs_only_missing(tmp_path, monkey
     grid = {"method": ["kd", "cskd", "ce"]}
     real, calls = _runner._one_run, []
 
-    def interrupt_third(config, runs_dir):
+    def interrupt_third(config, runs_dir, *rest):
         calls.append(config.run_name)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real(config, runs_dir)
+        return real(config, runs_dir, *rest)
 
     monkeypatch.setattr(_runner, "_one_run", interrupt_third)
     with pytest.raises(KeyboardInterrupt):
@@ -94,7 +94,7 @@ def test_interrupt_inside_a_trial_then_resume_runs_only_missing(tmp_path, monkey
     monkeypatch.setattr(_runner, "_one_run", real)
     calls.clear()
     spy = []
-    monkeypatch.setattr(_runner, "_one_run", lambda c, d: spy.append(c) or real(c, d))
+    monkeypatch.setattr(_runner, "_one_run", lambda c, d, *rest: spy.append(c) or real(c, d, *rest))
     frame = sweep(BASE, grid, seeds=2, study_name="r", runs_dir=tmp_path).frame()
     assert len(spy) == 4  # the interrupted point and the three never started
     done = frame[frame["state"] == "COMPLETE"]
@@ -146,9 +146,86 @@ def test_killed_sweep_resumes_with_only_the_missing_trials(tmp_path):
 def test_parallel_trials_in_processes(tmp_path):
     result = sweep(BASE, {"method": ["kd", "cskd"]}, seeds=2, study_name="p", runs_dir=tmp_path, n_jobs=2)
     frame = result.frame()
-    assert len(frame) == 4 and set(frame["state"]) == {"COMPLETE"}
-    assert not frame.duplicated(["method", "seed"]).any()
+    done = frame[frame["state"] == "COMPLETE"]
+    assert len(done) == 4 and not done.duplicated(["method", "seed"]).any()
+    # Both workers may start the last point at once: the later trial is then not run (PRUNED).
+    assert set(frame["state"]) <= {"COMPLETE", "PRUNED"}
+    assert frame.loc[frame["state"] == "PRUNED", "run_dir"].isna().all()
     assert all(not w.endswith(f":{os.getpid()}") for w in frame["worker"])  # ran in worker processes
+    assert len({p.name for p in tmp_path.iterdir() if p.name.startswith("p-")}) == 4  # one run directory per point
+    if sys.platform.startswith("linux"):  # workers fork from a server that imported torch once
+        assert _runner.worker_context().get_start_method() == "forkserver"
+
+
+def test_a_worker_process_takes_the_environment_of_its_sweep(tmp_path, monkeypatch):
+    plan = _plan(tmp_path, {"method": ["kd"]})
+    plan.open(create=True)
+    seen = {}
+    monkeypatch.setattr(_runner, "work", lambda plan, worker, study=None: seen.update(os.environ, study=study))
+    monkeypatch.setenv("CSKD_TEST_SERVER_ONLY", "1")  # what a forkserver started earlier would still have
+    saved = dict(os.environ)
+    try:
+        _runner._worker_main(plan, 0, {**os.environ, "CSKD_DATA": str(tmp_path), "CSKD_TEST_SERVER_ONLY": ""})
+    finally:  # this process stands in for the worker: give it its own environment back
+        os.environ.clear()
+        os.environ.update(saved)
+    assert seen["CSKD_DATA"] == str(tmp_path) and seen["CSKD_TEST_SERVER_ONLY"] == ""
+    assert seen["study"].study_name == "u"
+
+
+def _plan(tmp_path, grid, seeds=1):
+    from cskd_viz.experiments._study import Plan, default_storage
+
+    space = {**grid, "seed": list(range(seeds))}
+    return Plan("sweep", "u", default_storage(tmp_path), BASE, space, seeds, "best_accuracy", "maximize", str(tmp_path))
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask outside optimize
+def test_work_left_counts_a_trial_another_worker_is_setting_up(tmp_path):
+    from cskd_viz.experiments._study import work_left
+
+    plan = _plan(tmp_path, {"method": ["kd", "cskd"]}, seeds=2)
+    study = plan.open(create=True)
+    assert work_left(study, plan) == 4
+    study.ask()  # trial 0: GridSampler stores its point at once
+    assert work_left(study, plan) == 3
+    study._storage.create_new_trial(study._study_id)  # trial 1, created by another worker, point not yet stored
+    assert work_left(study, plan) == 2  # it takes point 1: not free any more
+    study.ask(), study.ask()
+    assert work_left(study, plan) == 0
+    study._storage.create_new_trial(study._study_id)  # trial 4 > the grid: it would take some point
+    assert work_left(study, plan) <= 0
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")  # study.ask outside optimize
+def test_a_trial_that_finds_its_grid_point_taken_is_not_run(tmp_path, monkeypatch):
+    import functools
+
+    import optuna
+
+    plan = _plan(tmp_path, {"method": ["kd"]})
+    study = plan.open(create=True)
+    first = study.ask()  # trial 0 runs (kd, seed 0) in another worker
+    monkeypatch.setattr(_runner, "_one_run", lambda *args: pytest.fail("a duplicate trial must not run"))
+    study.optimize(functools.partial(_runner.objective, plan=plan), n_trials=1)  # trial 1: GridSampler repeats point 0
+    second = study.trials[1]
+    assert second.state == optuna.trial.TrialState.PRUNED and second.user_attrs["duplicate_of"] == first.number
+    assert second.system_attrs["grid_id"] == study.trials[0].system_attrs["grid_id"]  # its params not stored yet
+    assert second.params == {"method": "kd", "seed": 0} and "error" not in second.user_attrs
+    result = load_sweep("u", runs_dir=tmp_path)
+    assert list(result.frame()["state"]) == ["RUNNING", "PRUNED"] and result.failures().empty
+
+
+def test_a_search_trial_links_every_seed_run(tmp_path):
+    import sqlite3
+
+    result = search(BASE, {"temperature": (2.0, 6.0)}, n_trials=1, seeds=2, study_name="m", runs_dir=tmp_path)
+    trial = result.study.trials[0]
+    runs = trial.user_attrs["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and trial.user_attrs["run_dir"] == runs[0]["path"]
+    assert all(load_run(r["path"]).status == "finished" for r in runs)
+    with sqlite3.connect(tmp_path / "sweeps.db") as db:  # write-ahead log: cheap commits, readers never block
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_search_tpe_and_plots(tmp_path):

@@ -9,8 +9,9 @@ SQLAlchemy URL (``postgresql://...``), which is how several machines share one s
 same command. Re-running a command resumes its study: finished trials are kept, failed or
 interrupted ones run again (the failures stay in the study, with their errors). Every trial's run is
 an ordinary run directory under ``runs_dir`` (``<study>-<trial>``), named in the trial's user
-attributes (``run_dir``, ``runs``). ``n_jobs > 1`` runs trials in that many processes (spawned: in a
-script, keep the call under ``if __name__ == "__main__":``), one torch thread each.
+attributes (``run_dir``, ``runs``). ``n_jobs > 1`` runs trials in that many processes (forked from a
+forkserver on Linux, else spawned: in a script, keep the call under ``if __name__ == "__main__":``), one
+torch thread each; ``nproc_per_run > 1`` makes each run a ``torchrun`` launch of that many processes.
 
 The result is a :class:`Sweep`: ``frame()`` (one row per trial), ``summary(by=[...])`` (mean, std,
 n and a t-based 95% confidence interval per grid point), ``best_so_far()``, ``importances()``; and

@@ -16,9 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cskd_viz.experiments._study import Plan, fail_dead_trials, queue_retries, replace_config, work_left, worker_label
+from cskd_viz.experiments._study import (
+    Plan,
+    earlier_trial_of_point,
+    fail_dead_trials,
+    n_points,
+    queue_retries,
+    replace_config,
+    work_left,
+    worker_label,
+)
 
-__all__ = ["METRICS", "OBJECTIVES", "run_plan", "work"]
+__all__ = ["METRICS", "OBJECTIVES", "run_plan", "work", "worker_context"]
 
 # What a trial records of each run (from ``RunLog.summary()``, plus the mean CSWT temperature).
 METRICS = (
@@ -90,27 +99,48 @@ def objective(trial: Any, plan: Plan) -> float:
     """One trial: its runs, one per seed; returns the mean of ``plan.objective`` over them.
 
     User attributes: ``worker`` (``host:pid``), ``runs`` (per run: ``path``, ``seed`` and the
-    :data:`METRICS`), ``run_dir`` (the first run's directory) and, when it raises, ``error``.
+    :data:`METRICS`), ``run_dir`` (the first run's directory), when it raises ``error``, and when it was
+    not run because another worker had started its grid point, ``duplicate_of``.
     """
     trial.set_user_attr("worker", worker_label())
     runs: list[dict[str, Any]] = []
     try:
-        for config in _configs(trial, plan, _suggest(trial, plan.space)):
+        params = _suggest(trial, plan.space)
+        if plan.kind == "sweep" and trial.number >= n_points(plan):
+            _skip_if_taken(trial)
+        for config in _configs(trial, plan, params):
             runs.append(_one_run(config, plan.runs_dir, plan.nproc))
-            trial.set_user_attr("runs", runs)
-            trial.set_user_attr("run_dir", runs[0]["path"])
+            trial.set_user_attr("runs", runs)  # after each run: an interrupted trial still links its finished runs
+            if len(runs) == 1:  # each attribute is one storage transaction: write the first run's path once
+                trial.set_user_attr("run_dir", runs[0]["path"])
         values = [run[plan.objective] for run in runs]
         if any(v is None for v in values):
             raise RuntimeError(f"a run has no {plan.objective} (no evaluation?)")
     except BaseException as err:  # the trial fails (Optuna's FAIL state) with the reason stored
-        text = " ".join(str(err).split()) or "interrupted"
-        trial.set_user_attr("error", f"{type(err).__name__}: {text}"[:2000])
+        from optuna import TrialPruned
+
+        if not isinstance(err, TrialPruned):
+            text = " ".join(str(err).split()) or "interrupted"
+            trial.set_user_attr("error", f"{type(err).__name__}: {text}"[:2000])
         raise
     return sum(values) / len(values)
 
 
-def work(plan: Plan, worker: int = 0, callback: Callable[..., None] | None = None) -> None:
-    """A worker: run trials of ``plan`` until none is left (one torch thread while it runs)."""
+def _skip_if_taken(trial: Any) -> None:
+    """Past the first pass over the grid (``GridSampler`` gives trial ``k < n_points`` point ``k``), two
+    parallel workers can start the same last point: the later trial is then not run (Optuna's ``PRUNED``,
+    ``duplicate_of`` in its user attributes)."""
+    earlier = earlier_trial_of_point(trial.study, trial)
+    if earlier is not None:
+        from optuna import TrialPruned
+
+        trial.set_user_attr("duplicate_of", earlier)
+        raise TrialPruned(f"grid point already taken by trial {earlier}")
+
+
+def work(plan: Plan, worker: int = 0, callback: Callable[..., None] | None = None, study: Any = None) -> None:
+    """A worker: run trials of ``plan`` until none is left (one torch thread while it runs); ``study``: the
+    already opened study to use (default: open it)."""
     import functools
 
     import torch
@@ -119,7 +149,7 @@ def work(plan: Plan, worker: int = 0, callback: Callable[..., None] | None = Non
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and parallel workers do not contend
-    study = plan.open(worker)
+    study = plan.open(worker) if study is None else study
     run = functools.partial(objective, plan=plan)
     callbacks = [callback] if callback is not None else []
     try:
@@ -138,9 +168,14 @@ def work(plan: Plan, worker: int = 0, callback: Callable[..., None] | None = Non
         torch.set_num_threads(threads)
 
 
-def _worker_main(plan: Plan, worker: int) -> None:  # pragma: no cover - runs in a worker process
+def _worker_main(plan: Plan, worker: int, environ: dict[str, str] | None = None) -> None:  # pragma: no cover
+    """A worker process; ``environ``: the starting process's environment now (a forkserver's children would
+    otherwise keep the server's, from its start: ``CSKD_DATA`` set in a notebook afterwards, say)."""
+    if environ is not None:
+        os.environ.clear()
+        os.environ.update(environ)
     try:
-        work(plan, worker)
+        work(plan, worker, study=plan.open(worker, checked=True))  # run_plan has created and checked it
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -175,9 +210,46 @@ def _finished_since(study: Any, since: dt.datetime) -> int:
     return sum(t.datetime_complete is not None and t.datetime_complete >= since for t in done)
 
 
-def _run_processes(plan: Plan, n_jobs: int, tick: Callable[[], None]) -> None:
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads and DB connections
-    workers = [context.Process(target=_worker_main, args=(plan, i), daemon=False) for i in range(n_jobs)]
+# What a worker imports (torch, torchmetrics, optuna, the data and run-log code): several seconds of CPU.
+_PRELOAD = (
+    "__main__",  # multiprocessing's own default
+    "cskd_viz.training.experiment",
+    "cskd_viz.data",
+    "cskd_viz.runs",
+    "cskd_viz.experiments._runner",
+    "optuna",
+    "sklearn.datasets",  # the digits loader
+    "alembic.command",  # Optuna's RDBStorage checks the schema version with it
+    "optuna.storages._rdb.models",
+    "sqlalchemy.dialects.sqlite",
+)
+
+
+def worker_context() -> Any:
+    """The multiprocessing context for worker processes, its server started (call it early).
+
+    On Linux: ``forkserver``, preloading :data:`_PRELOAD`. The server is a fresh process (no fork of this
+    one, which may hold torch threads and DB connections); it imports the modules once, in the background
+    while this process prepares the study and its teachers, and forks each worker from that state: workers
+    start in milliseconds instead of each importing torch (and, in a notebook, later sweeps reuse the server).
+    Its children end with ``os._exit`` (no interpreter teardown). Elsewhere: ``spawn``. Called again, it
+    returns the running server's context; a command line that calls it before it imports torch itself has
+    both imports run side by side.
+    """
+    if sys.platform.startswith("linux") and "forkserver" in multiprocessing.get_all_start_methods():
+        from multiprocessing import forkserver
+
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(_PRELOAD))  # no effect once a server runs (it keeps its modules)
+        forkserver.ensure_running()
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _run_processes(plan: Plan, n_jobs: int, tick: Callable[[], None], context: Any = None) -> None:
+    context = worker_context() if context is None else context
+    environ = dict(os.environ)
+    workers = [context.Process(target=_worker_main, args=(plan, i, environ), daemon=False) for i in range(n_jobs)]
     for process in workers:
         process.start()
     try:
@@ -224,10 +296,11 @@ def run_plan(plan: Plan, n_jobs: int = 1, progress: bool = False) -> Any:
         if total <= 0:
             return study
         if n_jobs == 1:
-            work(plan, 0, callback=tick)
+            work(plan, 0, callback=tick, study=study)
         else:
+            context = worker_context()  # the workers' imports overlap the teachers' training
             _prepare_teachers(plan)
-            _run_processes(plan, n_jobs, tick)
+            _run_processes(plan, n_jobs, tick, context)
     finally:
         if bar is not None:
             bar.close()
