@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cskd_viz import losses
+from cskd_viz._method_base import _check_weight, _cross_entropy, _Distiller, _weighted
 from cskd_viz._validation import (
     Temperature,
     check_bool,
@@ -47,7 +48,6 @@ from cskd_viz._validation import (
     check_temperature_value,
     compute_dtype,
 )
-from cskd_viz.methods import METHODS, _check_weight, _cross_entropy, _Distiller, _weighted
 
 __all__ = [
     "COSINE_EPS",
@@ -459,6 +459,3 @@ class CSKDPublished(_Distiller):
         if extras:
             terms["temperatures"] = temperatures
         return terms
-
-
-METHODS["cskd_published"] = (CSKDPublished, {})

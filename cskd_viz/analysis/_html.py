@@ -1,5 +1,8 @@
 """One self-contained HTML page of a :class:`~cskd_viz.analysis.report.DistillationReport`.
 
+The functions take the report as it is (``report: Any``, a ``DistillationReport``): ``report.py`` imports
+this module for ``to_html``, so this one does not import it back.
+
 Tables come from the frames, figures are embedded as base64 PNGs, the style sheet is inline: the file
 opens offline and can be mailed around alone. Every name a user chose (students, classes) is escaped.
 """
@@ -11,12 +14,9 @@ import html
 import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import pandas as pd
-
-if TYPE_CHECKING:
-    from cskd_viz.analysis.report import DistillationReport
 
 __all__ = ["write_html"]
 
@@ -91,7 +91,7 @@ def _table(frame: pd.DataFrame, columns: tuple[str, ...] | list[str] | None = No
     return f'<div class="scroll">{table}</div>'
 
 
-def _settings_line(report: DistillationReport) -> str:
+def _settings_line(report: Any) -> str:
     s = report.settings
     parts = [
         f"N = {s.get('n_samples')} samples",
@@ -103,7 +103,7 @@ def _settings_line(report: DistillationReport) -> str:
     return html.escape(", ".join(parts))
 
 
-def _figure_sections(report: DistillationReport, k: int) -> list[str]:
+def _figure_sections(report: Any, k: int) -> list[str]:
     sections = []
     for key, figure in report.figures(k=k).items():
         title = figure.get_suptitle() or key.replace("_", " ")
@@ -115,7 +115,7 @@ def _figure_sections(report: DistillationReport, k: int) -> list[str]:
     return sections
 
 
-def render_html(report: DistillationReport, *, k: int = 5, title: str = "CSKD distillation report") -> str:
+def render_html(report: Any, *, k: int = 5, title: str = "CSKD distillation report") -> str:
     """The page as one string (see :func:`write_html`)."""
     students = ", ".join(report.students)
     body = [
@@ -144,7 +144,7 @@ def render_html(report: DistillationReport, *, k: int = 5, title: str = "CSKD di
     )
 
 
-def write_html(report: DistillationReport, path: str | os.PathLike, *, k: int = 5, title: str | None = None) -> Path:
+def write_html(report: Any, path: str | os.PathLike, *, k: int = 5, title: str | None = None) -> Path:
     """Write the report as one self-contained HTML file at ``path`` (parents created); returns the path.
 
     The file is written next to its final name and moved into place, so a reader never sees half a page.
