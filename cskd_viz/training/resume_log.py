@@ -5,19 +5,18 @@ locked for this writer (a run whose process still lives is refused with ``RunBus
 of steps up to the checkpoint's step are kept (rows logged after it, which the resumed run logs
 again, are dropped; the checkpoint's own evaluation has the checkpoint's step and stays), and
 ``config.json`` says ``running`` with the checkpoint's progress and a new ``run_id``. A crash at any
-moment leaves a run that loads. This module only words the refusals as :class:`ResumeError`.
+moment leaves a run that loads. This module only words its refusals (but ``RunBusyError``) as :class:`ResumeError`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from cskd_viz.runs import CONFIG_FILE, RunLog
-from cskd_viz.runs.meta import read_meta
-from cskd_viz.runs.records import SCHEMA_VERSION
+from cskd_viz.runs import RunLog
+from cskd_viz.runs.ownership import RunBusyError
+from cskd_viz.runs.records import RunLogError
 from cskd_viz.training.resume import ResumeError
 
 __all__ = ["reopen_run_log"]
@@ -35,10 +34,9 @@ def reopen_run_log(path: str | os.PathLike, config: Mapping[str, Any], *, step: 
         RunBusyError: another live process writes the run.
         ResumeError: ``path`` is not a run directory of the current schema.
     """
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise ResumeError(f"no run to resume at {path} (no {CONFIG_FILE})")
-    version = read_meta(path)["schema_version"]
-    if version != SCHEMA_VERSION:
-        raise ResumeError(f"{path} is a schema-{version} run: it cannot be resumed")
-    return RunLog.reopen(path, config, step=step, epoch=epoch)
+    try:
+        return RunLog.reopen(path, config, step=step, epoch=epoch)
+    except RunBusyError:
+        raise
+    except RunLogError as err:  # no run there, a malformed one, or another schema: said as a resume refusal
+        raise ResumeError(f"the run cannot be resumed: {err}") from None
